@@ -1,0 +1,123 @@
+"""Figures over the analysis window, and checks against targets.
+
+Inputs are the stored per-minute figures of one endpoint or served entity; the
+output is immutable. Definitions (also in docs/metrics.md):
+
+- QPS = requests in the window / (minutes × 60 s).
+- error ratio = (4xx + 5xx) / requests; 0 when there were no requests.
+- latency percentiles: PromQL `histogram_quantile` over the window's merged histogram.
+- required concurrency = QPS × mean latency (Little's law: requests in flight).
+- queue depth, measured: arrival rate × mean `model_queue_time_ms` (Little's law);
+  estimated (no queue-time metric): max(0, QPS × mean latency − provisioned concurrency).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from .model import CHECKS, Check, Figures, Histogram, MinuteFigures
+from .quantile import histogram_quantile
+
+
+def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: float | None = None) -> Figures:
+    """Derive the window's figures from (minute_key, figures) pairs sorted by key."""
+    if not minutes:
+        return Figures()
+    rows = [m for _, m in minutes]
+    counted = [m for m in rows if m.requests is not None]
+    span_s = 60.0 * len(counted)
+    requests = sum(m.requests for m in counted)  # type: ignore[misc]
+    qps = requests / span_s if counted else None
+
+    errors_4xx = _total(rows, "errors_4xx")
+    errors_5xx = _total(rows, "errors_5xx")
+    ratio = (lambda n: (n or 0.0) / requests if requests > 0 else 0.0) if counted else (lambda n: None)
+
+    latency = _merge([m.latency for m in rows])
+    mean_latency = latency.mean if latency else None
+    quantile = (lambda q: _finite(histogram_quantile(q, zip(latency.bounds, latency.counts)))) if latency else (lambda q: None)
+
+    provisioned = _latest(rows, "provisioned_concurrency")
+    if provisioned is None:
+        provisioned = configured_capacity
+    required = qps * mean_latency if qps is not None and mean_latency is not None else None
+
+    queue_depth, method = None, None
+    queue = _merge([m.queue_time for m in rows])
+    if queue is not None and queue.mean is not None and span_s:
+        queue_depth, method = (queue.count / span_s) * queue.mean, "queue_time"
+    elif queue is not None and queue.count == 0:
+        queue_depth, method = 0.0, "queue_time"
+    elif required is not None and provisioned is not None:
+        queue_depth, method = max(0.0, required - provisioned), "estimated"
+
+    return Figures(
+        minutes=len(rows),
+        latest_minute_ms=minutes[-1][0] * 60_000,
+        qps=qps,
+        latency_p50=quantile(0.5),
+        latency_p90=quantile(0.9),
+        latency_p99=quantile(0.99),
+        latency_mean=mean_latency,
+        error_ratio=ratio((errors_4xx or 0.0) + (errors_5xx or 0.0)) if counted else None,
+        error_ratio_4xx=ratio(errors_4xx),
+        error_ratio_5xx=ratio(errors_5xx),
+        queue_depth=queue_depth,
+        queue_depth_method=method,
+        cpu_ratio=_mean(rows, "cpu_ratio"),
+        memory_ratio=_mean(rows, "memory_ratio"),
+        gpu_ratio=_mean(rows, "gpu_ratio"),
+        gpu_memory_ratio=_mean(rows, "gpu_memory_ratio"),
+        provisioned_concurrency=provisioned,
+        required_concurrency=required,
+    )
+
+
+def checks(figures: Figures, targets: dict[str, float | None]) -> tuple[Check, ...]:
+    """One Check per known check name, pairing the window's value with its target."""
+    values = {
+        "latency_p50": figures.latency_p50,
+        "latency_p90": figures.latency_p90,
+        "latency_p99": figures.latency_p99,
+        "error_ratio": figures.error_ratio,
+        "queue_depth": figures.queue_depth,
+        "cpu_utilization": figures.cpu_ratio,
+        "memory_utilization": figures.memory_ratio,
+        "gpu_utilization": figures.gpu_ratio,
+    }
+    return tuple(Check(name, values[name], targets.get(name)) for name in CHECKS)
+
+
+def _total(rows: Sequence[MinuteFigures], field: str) -> float | None:
+    values = [getattr(m, field) for m in rows if getattr(m, field) is not None]
+    return sum(values) if values else None
+
+
+def _mean(rows: Sequence[MinuteFigures], field: str) -> float | None:
+    values = [getattr(m, field) for m in rows if getattr(m, field) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _latest(rows: Sequence[MinuteFigures], field: str) -> float | None:
+    for m in reversed(rows):
+        if getattr(m, field) is not None:
+            return getattr(m, field)
+    return None
+
+
+def _merge(histograms: Sequence[Histogram | None]) -> Histogram | None:
+    """Sum the window's histograms that share the newest layout (layout changes are rare)."""
+    present = [h for h in histograms if h is not None]
+    if not present:
+        return None
+    newest = present[-1]
+    merged = newest
+    for h in present[:-1]:
+        if h.same_layout(newest):
+            merged = merged.plus(h)
+    return merged
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value

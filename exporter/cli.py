@@ -1,0 +1,133 @@
+"""Command line: `serving-exporter run | demo | simulate | check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from typing import Any
+
+import yaml
+
+from . import __version__
+from .config import DEFAULT_PORT, ConfigError, Settings, load_settings
+from .logs import setup_logging
+
+DESCRIPTION = """\
+Polls ML model-serving endpoints (Databricks Model Serving), computes latency
+percentiles, QPS, error ratio, queue depth, utilisation and concurrency per
+endpoint, checks them against production targets, and exposes the result on
+/metrics (Prometheus) and /api/v1/endpoints (JSON).
+"""
+
+RUN_EPILOG = f"""\
+configuration (lowest to highest priority): built-in defaults, the YAML file
+(--config or SERVING_EXPORTER_CONFIG_FILE), environment variables
+SERVING_EXPORTER_<KEY> (nested keys joined by '__', e.g.
+SERVING_EXPORTER_TARGETS__LATENCY_P99_SECONDS=0.3), then these flags. Unknown
+keys are errors. See README.md for every key.
+
+credentials (read by the Databricks SDK, never by a flag):
+  DATABRICKS_HOST + DATABRICKS_TOKEN                personal access token
+  DATABRICKS_HOST + DATABRICKS_CLIENT_ID/SECRET     OAuth M2M service principal
+  DATABRICKS_CONFIG_PROFILE                         profile in ~/.databrickscfg
+
+endpoints: /metrics, /healthz, /readyz, /api/v1/endpoints (default port {DEFAULT_PORT})
+"""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log verbosity (default INFO; env SERVING_EXPORTER_LOG_LEVEL)")
+    parser.add_argument("--log-format", choices=["text", "json"],
+                        help="log line format (default text; env SERVING_EXPORTER_LOG_FORMAT)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="serving-exporter", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
+
+    run = sub.add_parser("run", help="run the exporter daemon against a Databricks workspace",
+                         description="Run the exporter daemon against a Databricks workspace.",
+                         epilog=RUN_EPILOG, formatter_class=raw)
+    run.add_argument("--config", metavar="FILE", help="YAML configuration file (env SERVING_EXPORTER_CONFIG_FILE)")
+    run.add_argument("--listen", metavar="HOST:PORT", help=f"address for HTTP (default 0.0.0.0:{DEFAULT_PORT})")
+    run.add_argument("--poll-interval", type=float, metavar="SECONDS",
+                     help="seconds between polls (default 60; the platform refreshes once a minute)")
+    run.add_argument("--once", action="store_true",
+                     help="poll once, print /api/v1/endpoints JSON to stdout and exit (no HTTP server)")
+    _common(run)
+
+    demo = sub.add_parser("demo", help="run the built-in demo workspace and the exporter against it (no credentials)",
+                          description=textwrap.dedent("""\
+                              Start the simulated demo workspace and the exporter polling it, in one process.
+                              No credentials needed. Runs until interrupted (Ctrl-C / SIGTERM)."""),
+                          formatter_class=raw)
+    demo.add_argument("--listen", metavar="HOST:PORT", default=f"127.0.0.1:{DEFAULT_PORT}",
+                      help=f"exporter address (default 127.0.0.1:{DEFAULT_PORT})")
+    demo.add_argument("--simulator-listen", metavar="HOST:PORT", default="127.0.0.1:0",
+                      help="demo workspace address (default 127.0.0.1 on a free port)")
+    demo.add_argument("--minute-seconds", type=float, default=5.0, metavar="SECONDS",
+                      help="real seconds per simulated minute; the exporter polls at this pace (default 5)")
+    demo.add_argument("--config", metavar="FILE", help="optional YAML configuration (targets, filters, ...)")
+    _common(demo)
+
+    simulate = sub.add_parser("simulate", help="run only the demo workspace (a fake Databricks API)",
+                              description=textwrap.dedent("""\
+                                  Serve the simulated demo workspace alone: the Databricks serving-endpoints REST API,
+                                  per-endpoint /metrics, OAuth (/oidc/v1/token) and a control API under /simulator/v1/.
+                                  Point `serving-exporter run` at it with DATABRICKS_HOST=<url> and the printed token."""),
+                              formatter_class=raw)
+    simulate.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:9878",
+                          help="address (default 127.0.0.1:9878)")
+    simulate.add_argument("--minute-seconds", type=float, default=60.0, metavar="SECONDS",
+                          help="real seconds per simulated minute (default 60, like the real platform)")
+    simulate.add_argument("--endpoints", type=int, default=0, metavar="N",
+                          help="serve N synthetic endpoints instead of the demo set (for load tests)")
+    _common(simulate)
+
+    check = sub.add_parser("check-config", help="validate the configuration and print the effective settings",
+                           description="Validate configuration from file, environment and flags; print it as YAML.")
+    check.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"serving-exporter: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
+        return 0
+    setup_logging(settings.log_level, settings.log_format)
+    from . import commands  # heavy imports only once the configuration is known to be good
+
+    return {"run": commands.run, "demo": commands.demo, "simulate": commands.simulate}[args.command](args, settings)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    import os
+
+    config_file = getattr(args, "config", None) or os.environ.get("SERVING_EXPORTER_CONFIG_FILE")
+    overrides: dict[str, Any] = {
+        "log_level": getattr(args, "log_level", None),
+        "log_format": getattr(args, "log_format", None),
+        "poll_interval_seconds": getattr(args, "poll_interval", None),
+    }
+    if args.command == "run":
+        overrides["listen"] = args.listen
+    elif args.command == "demo":
+        overrides.update(listen=args.listen, poll_interval_seconds=args.minute_seconds)
+    if args.command == "simulate":
+        config_file = None  # the simulator has no exporter settings
+    return load_settings(config_file, overrides)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The long-running commands behind the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .config import Settings, parse_listen
+from .daemon import Daemon, run_until_signalled
+from .poller import Poller
+from .sources.databricks import DatabricksSource, client_factory
+from .web import snapshot_json
+
+log = logging.getLogger(__name__)
+
+
+def _source(settings: Settings, **auth: object) -> DatabricksSource:
+    factory = client_factory(settings.request_timeout_seconds, settings.retry_budget_seconds,
+                             settings.max_concurrent_requests, **auth)
+    return DatabricksSource(factory)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        source = _source(settings, host=settings.databricks.host, profile=settings.databricks.profile)
+    except ValueError as exc:  # the SDK found no usable credentials; its message masks secrets
+        print(f"serving-exporter: cannot authenticate to Databricks: {exc}", file=sys.stderr)
+        return 2
+    if args.once:
+        poller = Poller(source, settings)
+        snap = poller.poll()
+        poller.close()
+        print(json.dumps(snapshot_json(snap), indent=1))
+        return 0 if snap.polls.get("success") else 1
+    daemon = Daemon(settings, source).start()
+    run_until_signalled(daemon.stop)
+    return 0
+
+
+def demo(args: argparse.Namespace, settings: Settings) -> int:
+    from .simulator import DEMO_TOKEN, SimulatorServer, build_demo_workspace
+
+    workspace = build_demo_workspace(minute_seconds=args.minute_seconds)
+    sim_host, sim_port = parse_listen(args.simulator_listen)
+    simulator = SimulatorServer(workspace, sim_host, sim_port).start()
+    source = _source(settings, host=simulator.url, token=DEMO_TOKEN, auth_type="pat")
+    # Bodies without sample timestamps are keyed by the clock; in the demo that is the published simulated minute.
+    daemon = Daemon(settings, source, minute_clock=lambda: workspace.timestamp_ms(workspace.current_minute) / 1000).start()
+    print(f"""serving-exporter demo: {len(workspace.names())} simulated endpoints, one simulated minute every {args.minute_seconds:g} s
+  exporter metrics    {daemon.url}/metrics
+  endpoint health     {daemon.url}/api/v1/endpoints
+  demo workspace      {simulator.url}/api/2.0/serving-endpoints  (token {DEMO_TOKEN})
+  scenario control    {simulator.url}/simulator/v1/endpoints
+Press Ctrl-C to stop.""", flush=True)
+
+    def stop() -> None:
+        daemon.stop()
+        simulator.stop()
+
+    run_until_signalled(stop)
+    return 0
+
+
+def simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from .simulator import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TOKEN, SimulatorServer
+    from .simulator import build_demo_workspace, build_synthetic_workspace
+
+    if args.endpoints > 0:
+        workspace = build_synthetic_workspace(args.endpoints, minute_seconds=args.minute_seconds)
+    else:
+        workspace = build_demo_workspace(minute_seconds=args.minute_seconds)
+    host, port = parse_listen(args.listen)
+    simulator = SimulatorServer(workspace, host, port).start()
+    print(f"""demo workspace with {len(workspace.names())} endpoints at {simulator.url}
+  DATABRICKS_HOST={simulator.url} DATABRICKS_TOKEN={DEMO_TOKEN}
+  or OAuth M2M: DATABRICKS_CLIENT_ID={DEMO_CLIENT_ID} DATABRICKS_CLIENT_SECRET={DEMO_CLIENT_SECRET}
+  control API: {simulator.url}/simulator/v1/endpoints
+Press Ctrl-C to stop.""", flush=True)
+    run_until_signalled(simulator.stop)
+    return 0

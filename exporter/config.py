@@ -1,0 +1,250 @@
+"""Configuration: defaults < YAML file < environment (SERVING_EXPORTER_*) < command-line flags.
+
+Validation is strict: an unknown key in the file or an unknown SERVING_EXPORTER_*
+variable is an error naming the key and where it came from, and every problem is
+reported at once. Credentials are deliberately not settings: the Databricks SDK
+reads them from its own variables (DATABRICKS_HOST, DATABRICKS_TOKEN,
+DATABRICKS_CLIENT_ID/SECRET, DATABRICKS_CONFIG_PROFILE) and ~/.databrickscfg.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .model import EndpointInfo
+
+ENV_PREFIX = "SERVING_EXPORTER_"
+ENV_NESTED = "__"
+DEFAULT_PORT = 9877
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message lists every problem, one per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Selector(_Strict):
+    """Matches endpoints by name (a regular expression that must match the whole name) and/or tags."""
+
+    name: str | None = Field(None, description="regular expression matched against the whole endpoint name")
+    tags: dict[str, str] = Field(default_factory=dict, description="tags that must all be present with these values")
+
+    @field_validator("name")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+        return value
+
+    def matches(self, info: EndpointInfo) -> bool:
+        if self.name is not None and not re.fullmatch(self.name, info.name):
+            return False
+        return all(info.tags.get(k) == v for k, v in self.tags.items())
+
+
+class EndpointFilter(_Strict):
+    include: list[Selector] = Field(default_factory=list, description="poll only endpoints matching one of these (empty: all)")
+    exclude: list[Selector] = Field(default_factory=list, description="never poll endpoints matching one of these")
+
+    def selects(self, info: EndpointInfo) -> bool:
+        if self.include and not any(s.matches(info) for s in self.include):
+            return False
+        return not any(s.matches(info) for s in self.exclude)
+
+
+# Target field -> check name (see model.CHECKS). None disables a check.
+TARGET_CHECKS = {
+    "latency_p50_seconds": "latency_p50",
+    "latency_p90_seconds": "latency_p90",
+    "latency_p99_seconds": "latency_p99",
+    "error_ratio": "error_ratio",
+    "queue_depth": "queue_depth",
+    "cpu_utilization_ratio": "cpu_utilization",
+    "memory_utilization_ratio": "memory_utilization",
+    "gpu_utilization_ratio": "gpu_utilization",
+}
+
+
+class Targets(_Strict):
+    """Production targets; a value is breached when exceeded. Defaults from the serving guide."""
+
+    latency_p50_seconds: float | None = Field(0.1, ge=0)
+    latency_p90_seconds: float | None = Field(0.25, ge=0)
+    latency_p99_seconds: float | None = Field(0.5, ge=0)
+    error_ratio: float | None = Field(0.01, ge=0, le=1)
+    queue_depth: float | None = Field(0.0, ge=0)
+    cpu_utilization_ratio: float | None = Field(0.8, ge=0, le=1)
+    memory_utilization_ratio: float | None = Field(0.8, ge=0, le=1)
+    gpu_utilization_ratio: float | None = Field(None, ge=0, le=1)
+
+    def by_check(self) -> dict[str, float | None]:
+        return {TARGET_CHECKS[k]: getattr(self, k) for k in TARGET_CHECKS}
+
+
+class TargetPatch(_Strict):
+    """Only the keys written here override; write `null` to disable a check for the matched endpoints."""
+
+    latency_p50_seconds: float | None = Field(None, ge=0)
+    latency_p90_seconds: float | None = Field(None, ge=0)
+    latency_p99_seconds: float | None = Field(None, ge=0)
+    error_ratio: float | None = Field(None, ge=0, le=1)
+    queue_depth: float | None = Field(None, ge=0)
+    cpu_utilization_ratio: float | None = Field(None, ge=0, le=1)
+    memory_utilization_ratio: float | None = Field(None, ge=0, le=1)
+    gpu_utilization_ratio: float | None = Field(None, ge=0, le=1)
+
+
+class TargetOverride(_Strict):
+    match: Selector
+    targets: TargetPatch
+
+
+class DatabricksSettings(_Strict):
+    """Where to find the workspace. Credentials come from the SDK's own environment/profile."""
+
+    host: str | None = Field(None, description="workspace URL; default: DATABRICKS_HOST or the profile's host")
+    profile: str | None = Field(None, description="~/.databrickscfg profile; default: DATABRICKS_CONFIG_PROFILE")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED, extra="forbid")
+
+    listen: str = Field(f"0.0.0.0:{DEFAULT_PORT}", description="HOST:PORT for /metrics, /healthz, /readyz and /api/v1/endpoints")
+    poll_interval_seconds: float = Field(60.0, ge=1, description="seconds between polls (the source refreshes once a minute)")
+    detail_refresh_seconds: float = Field(600.0, ge=0, description="re-read each endpoint's configuration at most this often (also when its last_updated changes)")
+    window_seconds: float = Field(300.0, ge=60, description="analysis window for percentiles, QPS and ratios")
+    request_timeout_seconds: float = Field(10.0, gt=0, description="timeout of one HTTP request to the workspace")
+    retry_budget_seconds: float = Field(30.0, ge=0, description="total time one request may spend in SDK retries (429/503 honouring Retry-After)")
+    max_concurrent_requests: int = Field(16, ge=1, le=256, description="bound on concurrent requests to the workspace")
+    max_served_entities: int = Field(50, ge=1, description="per endpoint, served entities exposed separately (cardinality cap)")
+    endpoints: EndpointFilter = Field(default_factory=EndpointFilter)
+    targets: Targets = Field(default_factory=Targets)
+    target_overrides: list[TargetOverride] = Field(default_factory=list, description="per-endpoint targets; later entries win")
+    databricks: DatabricksSettings = Field(default_factory=DatabricksSettings)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    def targets_for(self, info: EndpointInfo) -> dict[str, float | None]:
+        merged = self.targets.by_check()
+        for override in self.target_overrides:
+            if override.match.matches(info):
+                for key in override.targets.model_fields_set:
+                    merged[TARGET_CHECKS[key]] = getattr(override.targets, key)
+        return merged
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build Settings from the sources in priority order, or raise ConfigError listing every problem."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    source = str(config_file) if config_file else None
+    file_data = _read_yaml(Path(config_file)) if config_file else {}
+    problems = _unknown_env_vars(os.environ)
+
+    class _Sourced(Settings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+            return init_settings, env_settings, InitSettingsSource(settings_cls, file_data)
+
+    try:
+        settings = _Sourced(**overrides)
+    except ValidationError as exc:
+        problems += [_describe(err, overrides, file_data, source) for err in exc.errors()]
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of settings, not {type(data).__name__}"])
+    return data
+
+
+def _unknown_env_vars(environ: dict[str, str]) -> list[str]:
+    """pydantic-settings ignores unknown prefixed variables; a typo there should not pass silently."""
+    problems = []
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX) or var == ENV_PREFIX + "CONFIG_FILE":
+            continue
+        path = var[len(ENV_PREFIX):].lower().split(ENV_NESTED)
+        model: Any = Settings
+        for part in path:
+            fields = getattr(model, "model_fields", None)
+            if fields is None:
+                break  # below a dict or list field: values are validated, keys are free
+            if part not in fields:
+                problems.append(f"environment variable {var}: unknown setting {'.'.join(path)!r}")
+                break
+            model = _model_of(fields[part].annotation)
+    return problems
+
+
+def _model_of(annotation: Any) -> Any:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _describe(err: dict[str, Any], overrides: dict, file_data: dict, source: str | None) -> str:
+    """Name the key and the source that supplied it (highest priority first)."""
+    loc = err["loc"]
+    key = ".".join(str(p) for p in loc)
+    message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+    exact = ENV_PREFIX + ENV_NESTED.join(str(p) for p in loc).upper()
+    top = ENV_PREFIX + str(loc[0]).upper() if loc else ""
+    if _has_path(overrides, loc):
+        where = "command line"
+    elif exact in os.environ or top in os.environ:
+        where = "environment variable " + (exact if exact in os.environ else top)
+    elif source and _has_path(file_data, loc):
+        where = source
+    else:
+        where = ""
+    return f"{where + ': ' if where else ''}{key}: {message}"
+
+
+def _has_path(data: Any, loc: tuple) -> bool:
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return False
+    return True

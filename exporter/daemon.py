@@ -1,0 +1,96 @@
+"""Wiring: a Poller on an APScheduler interval, the collector in a registry, the HTTP server."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+from .collector import ServingCollector
+from .config import Settings, parse_listen
+from .poller import Poller
+from .sources import Source
+from .web import HttpServer, make_app
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, settings: Settings, source: Source, clock: Callable[[], float] = time.time,
+                 minute_clock: Callable[[], float] | None = None):
+        self.settings = settings
+        self.poller = Poller(source, settings, clock=clock, minute_clock=minute_clock)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ServingCollector(self.snapshot))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        host, port = parse_listen(settings.listen)
+        self.http = HttpServer(make_app(self.registry, self.snapshot), host, port)
+        # One poll at a time; a poll that overruns makes the next one start late, never twice.
+        self.scheduler = BackgroundScheduler(timezone=timezone.utc)
+        self.scheduler.add_job(self._poll, "interval", seconds=settings.poll_interval_seconds, id="poll",
+                               next_run_time=datetime.now(timezone.utc), max_instances=1, coalesce=True,
+                               misfire_grace_time=None)
+        self._stopped = threading.Event()
+
+    def snapshot(self):
+        return self.poller.snapshot
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.http.host in ("0.0.0.0", "", "::") else self.http.host
+        return f"http://{host}:{self.http.port}"
+
+    def _poll(self) -> None:
+        try:
+            self.poller.poll()
+        except Exception:  # keep the schedule alive whatever happens; the last snapshot stays served
+            log.exception("poll failed")
+
+    def start(self) -> Daemon:
+        self.http.start()
+        self.scheduler.start()
+        log.info("serving-exporter listening on %s (poll every %ss)", self.url, self.settings.poll_interval_seconds)
+        return self
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.scheduler.shutdown(wait=False)
+        self.http.stop()
+        self.poller.close()
+        log.info("stopped")
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.snapshot().ready:
+                return True
+            time.sleep(0.05)
+        return False
+
+
+def run_until_signalled(stop: Callable[[], None]) -> None:
+    """Block until SIGTERM or SIGINT, then stop cleanly."""
+    done = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        done.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not done.wait(1.0):
+            pass
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        stop()

@@ -1,0 +1,256 @@
+"""Plain data passed from the sources through analysis to the sinks.
+
+Everything here is immutable once built: the poller produces new objects every
+poll and the sinks (Prometheus collector, JSON API) only ever read them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+# ---------------------------------------------------------------------------
+# Endpoint configuration, as read from the serving platform's REST API.
+
+
+@dataclass(frozen=True)
+class ServedEntity:
+    name: str
+    entity_name: str | None = None
+    entity_version: str | None = None
+    workload_type: str | None = None  # CPU, GPU_SMALL, ...
+    workload_size: str | None = None  # Small, Medium, Large
+    scale_to_zero_enabled: bool | None = None
+    min_provisioned_concurrency: int | None = None
+    max_provisioned_concurrency: int | None = None
+    deployment_state: str | None = None  # DEPLOYMENT_READY, DEPLOYMENT_FAILED, ...
+    kind: Literal["custom", "foundation_model", "external_model"] = "custom"
+    traffic_percentage: float | None = None
+
+    @property
+    def is_gpu(self) -> bool:
+        return bool(self.workload_type) and "GPU" in self.workload_type.upper()
+
+
+@dataclass(frozen=True)
+class EndpointInfo:
+    """What the list call tells about an endpoint, enriched by the detail call when fetched."""
+
+    name: str
+    id: str | None = None
+    ready: str | None = None  # READY | NOT_READY
+    config_update: str | None = None  # NOT_UPDATING | IN_PROGRESS | UPDATE_FAILED | ...
+    tags: dict[str, str] = field(default_factory=dict)
+    task: str | None = None
+    last_updated_ms: int | None = None
+    served_entities: tuple[ServedEntity, ...] = ()
+    route_optimized: bool | None = None  # None until the detail call says
+    detailed: bool = False  # whether workload/scaling fields are known
+
+    @property
+    def kind(self) -> str:
+        """custom, foundation_model, external_model or mixed (for route-optimization eligibility)."""
+        kinds = {e.kind for e in self.served_entities}
+        return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "custom")
+
+    @property
+    def workload_type(self) -> str | None:
+        types = sorted({e.workload_type for e in self.served_entities if e.workload_type})
+        return ",".join(types) or None
+
+    @property
+    def max_provisioned_concurrency(self) -> float | None:
+        """Configured capacity summed over entities: the denominator for load estimates."""
+        values = [entity_capacity(e) for e in self.served_entities]
+        return sum(values) if values and all(v is not None for v in values) else None
+
+
+# Provisioned concurrency of the legacy workload sizes (upper end of each range).
+WORKLOAD_SIZE_CONCURRENCY = {"Small": 4, "Medium": 16, "Large": 64}
+
+
+def entity_capacity(entity: ServedEntity) -> float | None:
+    """Configured maximum concurrency of one served entity, if the configuration tells."""
+    if entity.max_provisioned_concurrency is not None:
+        return float(entity.max_provisioned_concurrency)
+    if entity.workload_size in WORKLOAD_SIZE_CONCURRENCY:
+        return float(WORKLOAD_SIZE_CONCURRENCY[entity.workload_size])
+    return None
+
+
+# ---------------------------------------------------------------------------
+# One minute of health metrics.
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Cumulative buckets in seconds; the last bound is +Inf."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[float, ...]
+    sum: float
+    count: float
+
+    def __post_init__(self) -> None:
+        if len(self.bounds) != len(self.counts):
+            raise ValueError("bounds and counts differ in length")
+
+    def same_layout(self, other: Histogram) -> bool:
+        return self.bounds == other.bounds
+
+    def plus(self, other: Histogram) -> Histogram:
+        return Histogram(
+            self.bounds,
+            tuple(a + b for a, b in zip(self.counts, other.counts)),
+            self.sum + other.sum,
+            self.count + other.count,
+        )
+
+    def minus(self, earlier: Histogram) -> Histogram | None:
+        """The observations added since `earlier`, or None if any series went down (a reset)."""
+        if not self.same_layout(earlier) or self.count < earlier.count:
+            return None
+        counts = tuple(a - b for a, b in zip(self.counts, earlier.counts))
+        if any(c < 0 for c in counts):
+            return None
+        return Histogram(self.bounds, counts, self.sum - earlier.sum, self.count - earlier.count)
+
+    @property
+    def mean(self) -> float | None:
+        return self.sum / self.count if self.count > 0 else None
+
+
+@dataclass(frozen=True)
+class MinuteFigures:
+    """Raw figures of one source minute for one endpoint or served entity (None = not reported)."""
+
+    requests: float | None = None
+    errors_4xx: float | None = None
+    errors_5xx: float | None = None
+    latency: Histogram | None = None  # per-minute (cumulative sources are differenced first)
+    queue_time: Histogram | None = None
+    cpu_ratio: float | None = None
+    memory_ratio: float | None = None
+    gpu_ratio: float | None = None
+    gpu_memory_ratio: float | None = None
+    provisioned_concurrency: float | None = None
+
+
+@dataclass(frozen=True)
+class ParsedMetrics:
+    """One /metrics body: the endpoint's figures and, when labelled, each served entity's."""
+
+    endpoint: MinuteFigures
+    entities: dict[str, MinuteFigures]
+    timestamp_ms: int | None  # newest explicit sample timestamp, if the source sent any
+    entity_label: str | None  # which label named the served entity, if any
+    openmetrics: bool
+
+
+# ---------------------------------------------------------------------------
+# Results of analysis.
+
+CHECKS = (
+    "latency_p50",
+    "latency_p90",
+    "latency_p99",
+    "error_ratio",
+    "queue_depth",
+    "cpu_utilization",
+    "memory_utilization",
+    "gpu_utilization",
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    value: float | None
+    target: float | None
+
+    @property
+    def evaluated(self) -> bool:
+        return self.value is not None and self.target is not None and not math.isnan(self.value)
+
+    @property
+    def breached(self) -> bool:
+        """A check is breached when its value exceeds its target; no data or no target never breaches."""
+        return self.evaluated and self.value > self.target  # type: ignore[operator]
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Cumulative counters synthesised from per-minute counts, so Prometheus can take rates."""
+
+    requests: float = 0.0
+    errors_4xx: float = 0.0
+    errors_5xx: float = 0.0
+    duration: Histogram | None = None
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What analysis derives over the window for one endpoint or served entity."""
+
+    minutes: int = 0  # source minutes in the window
+    latest_minute_ms: int | None = None
+    qps: float | None = None
+    latency_p50: float | None = None
+    latency_p90: float | None = None
+    latency_p99: float | None = None
+    latency_mean: float | None = None
+    error_ratio: float | None = None
+    error_ratio_4xx: float | None = None
+    error_ratio_5xx: float | None = None
+    queue_depth: float | None = None
+    queue_depth_method: Literal["queue_time", "estimated"] | None = None
+    cpu_ratio: float | None = None
+    memory_ratio: float | None = None
+    gpu_ratio: float | None = None
+    gpu_memory_ratio: float | None = None
+    provisioned_concurrency: float | None = None
+    required_concurrency: float | None = None
+
+
+@dataclass(frozen=True)
+class SeriesReport:
+    """Figures, checks and counters for an endpoint (entity None) or one served entity."""
+
+    entity: str | None
+    figures: Figures
+    checks: tuple[Check, ...]
+    counters: Counters
+
+
+@dataclass(frozen=True)
+class PollStatus:
+    up: bool
+    last_success_s: float | None  # wall-clock time of the last successful metrics fetch
+    last_error: str | None = None  # a short reason, never a credential
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class EndpointReport:
+    info: EndpointInfo
+    endpoint: SeriesReport
+    entities: tuple[SeriesReport, ...]
+    status: PollStatus
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the sinks expose, replaced atomically after each poll."""
+
+    endpoints: tuple[EndpointReport, ...] = ()
+    completed_at_s: float | None = None
+    poll_duration_s: float | None = None
+    polls: dict[str, float] = field(default_factory=dict)  # outcome -> count
+    fetch_errors: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (endpoint, call, reason) -> count
+    discovered: int = 0
+    workspace: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.completed_at_s is not None

@@ -1,0 +1,214 @@
+"""Turn one Databricks `/metrics` body into per-minute figures.
+
+The body is Prometheus text 0.0.4 or OpenMetrics. Its `*_total` series are
+gauges holding the count for the last minute (not counters); latencies are in
+milliseconds and utilisation in percent. This module converts to seconds and
+ratios, groups series by served entity when some label names one, and ignores
+every metric it does not know, so new platform metrics never break a poll.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+
+from prometheus_client.openmetrics import parser as om_parser
+from prometheus_client import parser as text_parser
+from prometheus_client.samples import Sample
+
+from .model import Histogram, MinuteFigures, ParsedMetrics
+
+# Label names that may carry the served entity; none is confirmed by the vendor.
+ENTITY_LABELS = ("served_entity", "served_entity_name", "served_model", "served_model_name", "entity_name")
+
+GAUGE_FIELDS = {
+    "request_count_total": "requests",
+    "request_4xx_count_total": "errors_4xx",
+    "request_5xx_count_total": "errors_5xx",
+    "provisioned_concurrent_requests_total": "provisioned_concurrency",
+}
+PERCENT_FIELDS = {
+    "cpu_usage_percentage": "cpu_ratio",
+    "mem_usage_percentage": "memory_ratio",
+    "gpu_usage_percentage": "gpu_ratio",
+    # The GPU memory metric has been seen under both names.
+    "gpu_memory_usage_percentage": "gpu_memory_ratio",
+    "gpu_mem_usage_percentage": "gpu_memory_ratio",
+}
+HISTOGRAM_FIELDS = {"request_latency_ms": "latency", "model_queue_time_ms": "queue_time"}
+# Fields that add up across entities (and across replicas, should the source split them).
+ADDITIVE = {"requests", "errors_4xx", "errors_5xx", "provisioned_concurrency"}
+
+
+class MetricsParseError(ValueError):
+    """The body is not Prometheus text or OpenMetrics."""
+
+
+def parse_metrics(body: str | bytes, content_type: str = "", max_entities: int = 50) -> ParsedMetrics:
+    """Parse a metrics body; raise MetricsParseError on anything that is not an exposition."""
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MetricsParseError(f"body is not UTF-8 text: {exc}") from None
+    openmetrics = "openmetrics" in content_type.lower() or body.rstrip().endswith("# EOF")
+    samples = _samples(body, openmetrics)
+    return _assemble(samples, openmetrics, max_entities)
+
+
+def _samples(body: str, openmetrics: bool) -> list[Sample]:
+    """Parse with the format's own parser, falling back to the other for mislabelled bodies."""
+    parsers = (om_parser.text_string_to_metric_families, text_parser.text_string_to_metric_families)
+    if not openmetrics:
+        parsers = parsers[::-1]
+    errors = []
+    for parse in parsers:
+        try:
+            samples = [s for family in parse(body) for s in family.samples]
+        except Exception as exc:  # the parsers raise ValueError, KeyError, IndexError, ...
+            errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            continue
+        if samples or not body.strip() or body.strip() == "# EOF":
+            return samples
+        errors.append("no samples")
+    raise MetricsParseError("not a Prometheus/OpenMetrics exposition (" + "; ".join(errors) + ")")
+
+
+def _timestamp_ms(sample: Sample) -> int | None:
+    ts = sample.timestamp
+    if ts is None:
+        return None
+    seconds = float(ts.sec + ts.nsec / 1e9) if hasattr(ts, "sec") else float(ts)
+    if seconds > 1e11:  # an OpenMetrics body carrying milliseconds where seconds belong
+        seconds /= 1000.0
+    return int(round(seconds * 1000))
+
+
+def _entity_of(labels: dict[str, str]) -> tuple[str | None, str | None]:
+    for name in ENTITY_LABELS:
+        value = labels.get(name)
+        if value:
+            return name, value
+    return None, None
+
+
+class _Accumulator:
+    """Collects the samples of one endpoint or entity before they become MinuteFigures."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = defaultdict(list)
+        self.buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+        self.sums: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, float] = defaultdict(float)
+
+    def add(self, name: str, value: float) -> None:
+        if name in GAUGE_FIELDS:
+            self.values[GAUGE_FIELDS[name]].append(value)
+        elif name in PERCENT_FIELDS:
+            self.values[PERCENT_FIELDS[name]].append(value / 100.0)
+
+    def add_histogram(self, base: str, suffix: str, le: str | None, value: float) -> None:
+        field_name = HISTOGRAM_FIELDS[base]
+        if suffix == "_bucket":
+            bound = _parse_le(le)
+            if bound is not None:
+                self.buckets[field_name][bound] += value
+        elif suffix == "_sum":
+            self.sums[field_name] += value / 1000.0  # ms -> s
+        elif suffix == "_count":
+            self.counts[field_name] += value
+
+    def merge(self, other: _Accumulator) -> None:
+        for key, vals in other.values.items():
+            self.values[key].extend(vals)
+        for key, buckets in other.buckets.items():
+            for bound, count in buckets.items():
+                self.buckets[key][bound] += count
+        for key, total in other.sums.items():
+            self.sums[key] += total
+        for key, total in other.counts.items():
+            self.counts[key] += total
+
+    def figures(self) -> MinuteFigures:
+        kwargs: dict[str, object] = {}
+        for key, vals in self.values.items():
+            vals = [v for v in vals if not math.isnan(v)]
+            if vals:
+                kwargs[key] = sum(vals) if key in ADDITIVE else sum(vals) / len(vals)
+        for key, buckets in self.buckets.items():
+            hist = _histogram(buckets, self.sums.get(key, math.nan), self.counts.get(key))
+            if hist is not None:
+                kwargs[key] = hist
+        return MinuteFigures(**kwargs)  # type: ignore[arg-type]
+
+
+def _parse_le(le: str | None) -> float | None:
+    if le is None:
+        return None
+    try:
+        bound = float(le)
+    except ValueError:
+        return None
+    return bound if math.isinf(bound) else bound / 1000.0  # ms -> s
+
+
+def _histogram(buckets: dict[float, float], total: float, count: float | None) -> Histogram | None:
+    if not buckets or not any(math.isinf(b) and b > 0 for b in buckets):
+        return None  # without a +Inf bucket no quantile is defined (as in PromQL)
+    bounds = tuple(sorted(buckets))
+    counts = tuple(buckets[b] for b in bounds)
+    return Histogram(bounds, counts, total if not math.isnan(total) else 0.0, count if count is not None else counts[-1])
+
+
+def _assemble(samples: Iterable[Sample], openmetrics: bool, max_entities: int) -> ParsedMetrics:
+    unlabelled = _Accumulator()
+    by_entity: dict[str, _Accumulator] = {}
+    overflow = _Accumulator()  # entities past the cap: counted for the endpoint, not exposed
+    entity_label = None
+    newest_ts = None
+    for sample in samples:
+        base, suffix = _split_histogram_name(sample.name)
+        if base is None and sample.name not in GAUGE_FIELDS and sample.name not in PERCENT_FIELDS:
+            continue  # unknown metric: ignored by design
+        ts = _timestamp_ms(sample)
+        if ts is not None:
+            newest_ts = ts if newest_ts is None else max(newest_ts, ts)
+        label, entity = _entity_of(sample.labels)
+        if entity is None:
+            acc = unlabelled
+        else:
+            entity_label = entity_label or label
+            acc = by_entity.get(entity)
+            if acc is None:
+                acc = overflow if len(by_entity) >= max_entities else by_entity.setdefault(entity, _Accumulator())
+        if base is not None:
+            acc.add_histogram(base, suffix, sample.labels.get("le"), sample.value)
+        else:
+            acc.add(sample.name, sample.value)
+
+    entities = {name: acc.figures() for name, acc in by_entity.items()}
+    endpoint = unlabelled.figures()
+    if by_entity or overflow.values or overflow.buckets:
+        # Where the source reports only per-entity series, the endpoint is their sum (utilisation: mean).
+        combined = _Accumulator()
+        for acc in (*by_entity.values(), overflow):
+            combined.merge(acc)
+        endpoint = _fill_missing(endpoint, combined.figures())
+    return ParsedMetrics(endpoint, entities, newest_ts, entity_label, openmetrics)
+
+
+def _fill_missing(primary: MinuteFigures, fallback: MinuteFigures) -> MinuteFigures:
+    """Prefer the endpoint's own unlabelled series; fill what it lacks from the entities."""
+    values = {k: getattr(primary, k) if getattr(primary, k) is not None else getattr(fallback, k)
+              for k in MinuteFigures.__dataclass_fields__}
+    return MinuteFigures(**values)
+
+
+def _split_histogram_name(name: str) -> tuple[str | None, str]:
+    for base in HISTOGRAM_FIELDS:
+        if name.startswith(base):
+            suffix = name[len(base):]
+            if suffix in ("_bucket", "_sum", "_count"):
+                return base, suffix
+    return None, ""

@@ -1,0 +1,178 @@
+"""One poll: discover endpoints, refresh their configuration when due, fetch and
+parse their metrics concurrently, and publish a new immutable Snapshot.
+
+Failures are isolated per endpoint and per call: a timeout, an HTTP error or a
+garbage body marks that endpoint down and is counted, while its stored minutes,
+its last good configuration and every other endpoint are untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from .analysis import analyze, checks
+from .config import Settings
+from .model import EndpointInfo, EndpointReport, PollStatus, SeriesReport, Snapshot, entity_capacity
+from .parsing import MetricsParseError, parse_metrics
+from .sources import FetchError, Source
+from .window import SeriesWindow, minute_key_of
+
+log = logging.getLogger(__name__)
+
+
+class EndpointState:
+    """Everything remembered about one endpoint between polls; touched by one worker at a time."""
+
+    def __init__(self, info: EndpointInfo, window_minutes: int):
+        self.info = info
+        self.detail_at: float | None = None
+        self.window_minutes = window_minutes
+        self.windows: dict[str | None, SeriesWindow] = {}
+        self.status = PollStatus(up=False, last_success_s=None)
+        self.errors: Counter[tuple[str, str]] = Counter()  # (call, reason) -> count
+        self.report: EndpointReport | None = None
+
+    def window(self, entity: str | None) -> SeriesWindow:
+        if entity not in self.windows:
+            self.windows[entity] = SeriesWindow(self.window_minutes)
+        return self.windows[entity]
+
+
+class Poller:
+    def __init__(self, source: Source, settings: Settings, clock: Callable[[], float] = time.time,
+                 minute_clock: Callable[[], float] | None = None):
+        self.source = source
+        self.settings = settings
+        self.clock = clock
+        # Minute keys for bodies without sample timestamps; the demo injects its simulated clock.
+        self.minute_clock = minute_clock or clock
+        self.window_minutes = max(1, round(settings.window_seconds / 60))
+        self.states: dict[str, EndpointState] = {}
+        self.poll_outcomes: Counter[str] = Counter()
+        self.discovered = 0
+        self.snapshot = Snapshot(workspace=source.workspace)
+        self._pool = ThreadPoolExecutor(max_workers=settings.max_concurrent_requests, thread_name_prefix="poll")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def poll(self) -> Snapshot:
+        started = self.clock()
+        try:
+            listing = self.source.list_endpoints()
+        except FetchError as exc:
+            # Keep polling the endpoints we already know: the list call failing says nothing about them.
+            log.warning("listing endpoints failed (%s): %s", exc.reason, exc)
+            self.poll_outcomes["list_failed"] += 1
+            listing = None
+        if listing is not None:
+            self.discovered = len(listing)
+            self._reconcile([info for info in listing if self.settings.endpoints.selects(info)])
+
+        states = list(self.states.values())
+        for future in [self._pool.submit(self._poll_endpoint, state) for state in states]:
+            future.result()  # _poll_endpoint never raises; this only waits
+
+        finished = self.clock()
+        if listing is not None:
+            self.poll_outcomes["success"] += 1
+        self.snapshot = Snapshot(
+            endpoints=tuple(s.report for s in sorted(states, key=lambda s: s.info.name) if s.report is not None),
+            completed_at_s=finished,
+            poll_duration_s=finished - started,
+            polls=dict(self.poll_outcomes),
+            fetch_errors={(s.info.name, call, reason): n for s in states for (call, reason), n in s.errors.items()},
+            discovered=self.discovered,
+            workspace=self.source.workspace,
+        )
+        log.debug("poll finished in %.3fs for %d endpoints", finished - started, len(states))
+        return self.snapshot
+
+    def _reconcile(self, selected: list[EndpointInfo]) -> None:
+        """Adopt the listing: new endpoints get state, vanished ones lose theirs (and so their series)."""
+        names = {info.name for info in selected}
+        for name in [n for n in self.states if n not in names]:
+            log.info("endpoint %s is gone; dropping its series", name)
+            del self.states[name]
+        for info in selected:
+            state = self.states.get(info.name)
+            if state is None:
+                self.states[info.name] = EndpointState(info, self.window_minutes)
+            elif state.info.detailed:
+                # The list is fresher for state and tags; the detail holds what the list lacks.
+                changed = info.last_updated_ms != state.info.last_updated_ms
+                state.info = replace(state.info, ready=info.ready, config_update=info.config_update,
+                                     tags=info.tags, last_updated_ms=info.last_updated_ms)
+                if changed:
+                    state.detail_at = None  # configuration changed: re-read it now
+            else:
+                state.info = info
+
+    def _poll_endpoint(self, state: EndpointState) -> None:
+        try:
+            self._refresh_detail(state)
+            self._fetch_metrics(state)
+            state.report = self._report(state)
+        except Exception:  # a bug must not take the other endpoints down with it
+            log.exception("unexpected error polling endpoint %s", state.info.name)
+            state.errors[("poll", "internal_error")] += 1
+
+    def _refresh_detail(self, state: EndpointState) -> None:
+        now = self.clock()
+        if state.detail_at is not None and now - state.detail_at < self.settings.detail_refresh_seconds:
+            return
+        try:
+            state.info = self.source.describe(state.info.name)
+            state.detail_at = now
+        except FetchError as exc:
+            state.errors[("detail", exc.reason)] += 1
+            log.debug("detail of %s failed: %s", state.info.name, exc)
+
+    def _fetch_metrics(self, state: EndpointState) -> None:
+        name = state.info.name
+        started = self.clock()
+        try:
+            body = self.source.fetch_metrics(name)
+            parsed = parse_metrics(body.text, body.content_type, self.settings.max_served_entities)
+        except (FetchError, MetricsParseError) as exc:
+            reason = exc.reason if isinstance(exc, FetchError) else "parse_error"
+            state.errors[("metrics", reason)] += 1
+            if state.status.up or state.status.last_success_s is None:
+                log.warning("metrics of %s failed (%s): %s", name, reason, exc)
+            state.status = replace(state.status, up=False, last_error=f"{reason}: {exc}"[:300],
+                                   duration_s=self.clock() - started)
+            return
+        key = minute_key_of(parsed.timestamp_ms, self.minute_clock())
+        state.window(None).ingest(key, parsed.endpoint)
+        for entity, figures in parsed.entities.items():
+            state.window(entity).ingest(key, figures)
+        # Entities that stopped reporting leave once their minutes age out of the window.
+        newest = state.window(None).newest_key or key
+        for entity in [e for e, w in state.windows.items() if e is not None and (w.newest_key or 0) <= newest - self.window_minutes]:
+            del state.windows[entity]
+        now = self.clock()
+        if not state.status.up and state.status.last_success_s is not None:
+            log.info("metrics of %s recovered", name)
+        state.status = PollStatus(up=True, last_success_s=now, last_error=None, duration_s=now - started)
+
+    def _report(self, state: EndpointState) -> EndpointReport:
+        info = state.info
+        targets = self.settings.targets_for(info)
+        served = {e.name: e for e in info.served_entities}
+
+        def series(entity: str | None, window: SeriesWindow) -> SeriesReport:
+            if entity is None:
+                capacity = info.max_provisioned_concurrency
+            else:
+                capacity = entity_capacity(served[entity]) if entity in served else None
+            figures = analyze(window.in_window(), capacity)
+            return SeriesReport(entity, figures, checks(figures, targets), window.counters)
+
+        endpoint = series(None, state.window(None))
+        entities = tuple(series(e, w) for e, w in sorted(state.windows.items(), key=lambda kv: kv[0] or "") if e is not None)
+        return EndpointReport(info, endpoint, entities, state.status)

@@ -1,0 +1,127 @@
+"""HTTP: /metrics, /healthz, /readyz, /api/v1/endpoints and a small index page.
+
+A threaded WSGI server from the standard library; /metrics is prometheus_client's
+own WSGI app, so content negotiation (OpenMetrics), gzip and `name[]` filtering
+behave exactly as in every other Python exporter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from . import __version__
+from .model import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+def snapshot_json(snap: Snapshot) -> dict[str, Any]:
+    """The snapshot as plain JSON: per endpoint its configuration, figures, checks and poll status."""
+    endpoints = []
+    for report in snap.endpoints:
+        info = _plain(report.info)
+        endpoints.append({
+            "name": report.info.name,
+            "config": info,
+            "status": _plain(report.status),
+            **_series(report.endpoint),
+            "served_entities": [{"name": e.entity, **_series(e)} for e in report.entities],
+        })
+    return {
+        "workspace": snap.workspace,
+        "ready": snap.ready,
+        "completed_at": snap.completed_at_s,
+        "poll_duration_seconds": snap.poll_duration_s,
+        "endpoints": endpoints,
+    }
+
+
+def _series(series: Any) -> dict[str, Any]:
+    return {
+        "figures": _plain(series.figures),
+        "checks": [{"check": c.name, "value": _num(c.value), "target": c.target, "breached": c.breached}
+                   for c in series.checks],
+        "breached": [c.name for c in series.checks if c.breached],
+    }
+
+
+def _plain(obj: Any) -> Any:
+    data = asdict(obj) if is_dataclass(obj) else obj
+    return {k: _num(v) if isinstance(v, float) else v for k, v in data.items()}
+
+
+def _num(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) or math.isinf(value) else value
+
+
+INDEX = """<!doctype html><html><head><title>serving-exporter</title></head><body>
+<h1>serving-exporter {version}</h1>
+<ul><li><a href="metrics">/metrics</a> Prometheus exposition</li>
+<li><a href="api/v1/endpoints">/api/v1/endpoints</a> endpoints, figures, targets, breaches (JSON)</li>
+<li><a href="healthz">/healthz</a> alive</li><li><a href="readyz">/readyz</a> ready after the first poll</li></ul>
+</body></html>"""
+
+
+def make_app(registry: CollectorRegistry, snapshot: Callable[[], Snapshot]) -> Callable:
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict, start_response: Callable) -> list[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+            return metrics_app(environ, start_response)
+        if path == "/healthz":
+            return _reply(start_response, "200 OK", b"ok\n")
+        if path == "/readyz":
+            ready = snapshot().ready
+            return _reply(start_response, "200 OK" if ready else "503 Service Unavailable",
+                          b"ready\n" if ready else b"waiting for the first poll\n")
+        if path == "/api/v1/endpoints":
+            body = json.dumps(snapshot_json(snapshot()), indent=1).encode()
+            return _reply(start_response, "200 OK", body, "application/json")
+        if path == "/":
+            return _reply(start_response, "200 OK", INDEX.format(version=__version__).encode(), "text/html; charset=utf-8")
+        return _reply(start_response, "404 Not Found", b"not found\n")
+
+    return app
+
+
+def _reply(start_response: Callable, status: str, body: bytes, content_type: str = "text/plain; charset=utf-8") -> list[bytes]:
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s - %s", self.address_string(), format % args)
+
+
+class HttpServer:
+    """Serves the app on a background thread; `port` is the bound port (useful with port 0)."""
+
+    def __init__(self, app: Callable, host: str, port: int):
+        self._server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
+        self.host, self.port = host, self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+
+    def start(self) -> HttpServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,113 @@
+"""Per-series memory across polls: the minutes inside the analysis window and the
+cumulative counters synthesised from them.
+
+Each source minute is stored once under its minute key (from the sample
+timestamps when the source sends them, otherwise from the clock at poll time), so
+polling faster than the source refreshes never counts a minute twice.
+
+Whether `request_latency_ms` is per-minute or cumulative is not documented, so it
+is decided per observation (see `HistogramStream`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .model import Counters, Histogram, MinuteFigures
+
+MINUTE_MS = 60_000
+
+
+class HistogramStream:
+    """Turns a histogram series that may be per-minute or cumulative into per-minute deltas.
+
+    Rule: a per-minute histogram can never hold more observations than the requests of
+    its minute, so a `_count` above that minute's `request_count_total` (5% + 2 slack for
+    minute-boundary skew) means cumulative. Once cumulative, the series stays so while
+    `_count` does not decrease; a decrease is a reset (the new value is the delta, as
+    PromQL's rate() assumes). Without a request count, four non-decreasing, growing
+    observations in a row mean cumulative. The first observation of a cumulative series
+    has no predecessor and yields no minute.
+    """
+
+    STREAK = 4
+
+    def __init__(self) -> None:
+        self.cumulative = False
+        self.previous: Histogram | None = None
+        self._counts: list[float] = []
+
+    def per_minute(self, raw: Histogram, requests: float | None) -> Histogram | None:
+        previous, self.previous = self.previous, raw
+        self._counts = (self._counts + [raw.count])[-self.STREAK:]
+        if requests is not None and raw.count > requests * 1.05 + 2:
+            self.cumulative = True
+        elif self.cumulative and previous is not None and raw.count >= previous.count:
+            pass  # still growing: stays cumulative
+        elif requests is None and self._streak():
+            self.cumulative = True
+        else:
+            self.cumulative = False
+            return raw
+        if previous is None:
+            return None
+        return raw.minus(previous) or raw  # None from minus() means a reset
+
+    def _streak(self) -> bool:
+        c = self._counts
+        return len(c) >= self.STREAK and all(b >= a for a, b in zip(c, c[1:])) and c[-1] > c[0]
+
+
+class SeriesWindow:
+    """Minutes of one endpoint or served entity, plus its synthesised counters."""
+
+    def __init__(self, window_minutes: int) -> None:
+        self.window_minutes = window_minutes
+        self.minutes: dict[int, MinuteFigures] = {}
+        self.newest_key: int | None = None
+        self._latency = HistogramStream()
+        self._queue = HistogramStream()
+        self.counters = Counters()
+
+    def ingest(self, minute_key: int, raw: MinuteFigures) -> bool:
+        """Store one minute; return False (and change nothing) if it was seen before or is too old."""
+        if minute_key in self.minutes:
+            return False
+        if self.newest_key is not None and minute_key <= self.newest_key - self.window_minutes:
+            return False
+        figures = replace(
+            raw,
+            latency=self._latency.per_minute(raw.latency, raw.requests) if raw.latency else None,
+            queue_time=self._queue.per_minute(raw.queue_time, raw.requests) if raw.queue_time else None,
+        )
+        self.minutes[minute_key] = figures
+        self.newest_key = minute_key if self.newest_key is None else max(self.newest_key, minute_key)
+        for key in [k for k in self.minutes if k <= self.newest_key - self.window_minutes]:
+            del self.minutes[key]
+        self.counters = _advance(self.counters, figures)
+        return True
+
+    def in_window(self) -> list[tuple[int, MinuteFigures]]:
+        return sorted(self.minutes.items())
+
+
+def _advance(counters: Counters, minute: MinuteFigures) -> Counters:
+    duration = counters.duration
+    if minute.latency is not None:
+        if duration is None or not duration.same_layout(minute.latency):
+            # A new bucket layout restarts the histogram: Prometheus treats it as a reset.
+            duration = minute.latency
+        else:
+            duration = duration.plus(minute.latency)
+    return Counters(
+        requests=counters.requests + (minute.requests or 0.0),
+        errors_4xx=counters.errors_4xx + (minute.errors_4xx or 0.0),
+        errors_5xx=counters.errors_5xx + (minute.errors_5xx or 0.0),
+        duration=duration,
+    )
+
+
+def minute_key_of(timestamp_ms: int | None, now_s: float) -> int:
+    """The source minute a body belongs to: its sample timestamps, else the poll time."""
+    ms = timestamp_ms if timestamp_ms is not None else int(now_s * 1000)
+    return ms // MINUTE_MS
