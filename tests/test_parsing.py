@@ -1,0 +1,106 @@
+"""The metrics body parser on recorded payload variants."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from exporter.parsing import ENTITY_LABELS, MetricsParseError, parse_metrics
+
+FIXTURES = Path(__file__).parent / "fixtures" / "metrics"
+
+
+def load(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def test_text_with_timestamps_converts_units_and_keeps_minute():
+    parsed = parse_metrics(load("text_timestamps.txt"), "text/plain; version=0.0.4; charset=utf-8")
+    f = parsed.endpoint
+    assert not parsed.openmetrics
+    assert parsed.timestamp_ms == 1763820000000
+    assert (f.requests, f.errors_4xx, f.errors_5xx) == (6000, 30, 90)
+    assert f.cpu_ratio == pytest.approx(0.425)
+    assert f.memory_ratio == pytest.approx(0.61)
+    assert f.provisioned_concurrency == 8
+    assert f.latency.bounds == (0.005, 0.01, 0.025, 0.05, 0.1, math.inf)  # ms -> s
+    assert f.latency.counts == (0, 300, 3000, 5400, 5940, 6000)
+    assert f.latency.sum == pytest.approx(180.0)
+    assert f.gpu_ratio is None and f.queue_time is None
+    assert parsed.entities == {}
+
+
+def test_openmetrics_with_served_entity_label():
+    parsed = parse_metrics(load("openmetrics_entities.txt"), "application/openmetrics-text; version=1.0.0")
+    assert parsed.openmetrics
+    assert parsed.entity_label == "served_model_name"
+    assert parsed.timestamp_ms == 1763820060000  # OpenMetrics seconds -> ms
+    v3, v4 = parsed.entities["chat-v3"], parsed.entities["chat-v4"]
+    assert (v4.requests, v4.errors_4xx, v4.errors_5xx) == (100, 2, 40)
+    assert v3.latency.counts == (450, 900)
+    # Only per-entity series: the endpoint is their sum (utilisation: mean).
+    ep = parsed.endpoint
+    assert (ep.requests, ep.errors_5xx, ep.provisioned_concurrency) == (1000, 40, 16)
+    assert ep.latency.counts == (460, 1000)
+    assert ep.latency.sum == pytest.approx(120.0)
+    assert ep.cpu_ratio == pytest.approx(0.6)
+
+
+def test_openmetrics_body_without_content_type_is_detected_by_eof():
+    assert parse_metrics(load("openmetrics_entities.txt")).openmetrics
+
+
+def test_gpu_metric_alternative_name_queue_histogram_and_no_timestamps():
+    parsed = parse_metrics(load("gpu_no_timestamps.txt"))
+    f = parsed.endpoint
+    assert parsed.timestamp_ms is None
+    assert f.gpu_ratio == pytest.approx(0.04)
+    assert f.gpu_memory_ratio == pytest.approx(0.20)
+    assert f.queue_time.mean == pytest.approx(0.005)
+
+
+@pytest.mark.parametrize("label", ENTITY_LABELS)
+def test_every_candidate_entity_label_is_recognised(label):
+    body = f'request_count_total{{{label}="m1"}} 5\nrequest_count_total{{{label}="m2"}} 7\n'
+    parsed = parse_metrics(body)
+    assert parsed.entity_label == label
+    assert {k: v.requests for k, v in parsed.entities.items()} == {"m1": 5, "m2": 7}
+    assert parsed.endpoint.requests == 12
+
+
+def test_unlabelled_endpoint_series_win_over_entity_sums():
+    body = 'request_count_total 100\nrequest_count_total{served_entity="a"} 60\nrequest_count_total{served_entity="b"} 30\n'
+    parsed = parse_metrics(body)
+    assert parsed.endpoint.requests == 100
+    assert parsed.entities["a"].requests == 60
+
+
+def test_entity_cap_bounds_cardinality_but_keeps_the_endpoint_total():
+    body = "".join(f'request_count_total{{served_entity="m{i}"}} 1\n' for i in range(10))
+    parsed = parse_metrics(body, max_entities=3)
+    assert len(parsed.entities) == 3
+    assert parsed.endpoint.requests == 10
+
+
+def test_histogram_without_inf_bucket_is_ignored_not_fatal():
+    parsed = parse_metrics(load("no_inf_bucket.txt"))
+    assert parsed.endpoint.requests == 10
+    assert parsed.endpoint.latency is None
+
+
+@pytest.mark.parametrize("name", ["garbage_html.txt", "garbage_json.txt"])
+def test_garbage_bodies_raise_a_clear_error(name):
+    with pytest.raises(MetricsParseError, match="not a Prometheus/OpenMetrics exposition"):
+        parse_metrics(load(name), "text/plain")
+
+
+def test_binary_body_raises():
+    with pytest.raises(MetricsParseError, match="not UTF-8"):
+        parse_metrics(b"\xff\xfe\x00garbage")
+
+
+def test_empty_body_is_no_data_not_an_error():
+    parsed = parse_metrics(b"")
+    assert parsed.endpoint.requests is None and parsed.entities == {}
