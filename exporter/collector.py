@@ -78,7 +78,7 @@ class _Families:
         self.error_class = g("model_serving_error_ratio_by_class", "Share of requests answered with this status class over the window.", labels=SERIES + ["class"])
         self.queue = g("model_serving_queue_depth", QUEUE_HELP, labels=SERIES + ["method"])
         self.configured = g("model_serving_configured_concurrency", "Configured min/max provisioned concurrency (max from workload size when not set).", labels=SERIES + ["bound"])
-        self.minutes = g("model_serving_window_minutes", "Source minutes in the analysis window (0: no data yet).", labels=SERIES)
+        self.coverage = g("model_serving_window_coverage_seconds", "Source data in the analysis window: received minutes x 60 (0: no data yet).", labels=SERIES)
         self.minute_ts = g("model_serving_last_minute_timestamp_seconds", "Start of the newest source minute received.", labels=SERIES)
         self.target = g("model_serving_target", "Target for a check (a check is breached when its value exceeds the target).", labels=["endpoint", "check"])
         self.breached = g("model_serving_target_breached", "1 when the check's value exceeds its target, else 0 (absent: no data or no target).", labels=SERIES + ["check"])
@@ -132,7 +132,7 @@ class _Families:
     def _add_series(self, endpoint: str, series: SeriesReport) -> None:
         labels = [endpoint, series.entity or ""]
         f = series.figures
-        self.minutes.add_metric(labels, f.minutes)
+        self.coverage.add_metric(labels, 60.0 * f.minutes)
         if f.latest_minute_ms is not None:
             self.minute_ts.add_metric(labels, f.latest_minute_ms / 1000.0)
         for name, (_, attr) in GAUGES.items():
@@ -160,7 +160,7 @@ class _Families:
 
     def all(self) -> Iterator[Metric]:
         yield from self.gauges.values()
-        yield from (self.latency, self.error_class, self.queue, self.configured, self.minutes, self.minute_ts,
+        yield from (self.latency, self.error_class, self.queue, self.configured, self.coverage, self.minute_ts,
                     self.target, self.breached, self.ready, self.info, self.entity_info, self.requests,
                     self.errors, self.duration, self.up, self.last_success, self.fetch_duration)
 

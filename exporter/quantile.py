@@ -55,7 +55,14 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
         start = bounds[b - 1]
         count -= counts[b - 1]
         rank -= counts[b - 1]
-    return start + (end - start) * (rank / count)
+    return start + (end - start) * _go_div(rank, count)
+
+
+def _go_div(a: float, b: float) -> float:
+    """IEEE division as Go does it: x/0 is ±Inf and 0/0 is NaN (an empty bucket at q=0)."""
+    if b == 0:
+        return math.nan if a == 0 or math.isnan(a) else math.copysign(math.inf, a)
+    return a / b
 
 
 def _coalesce(ordered: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
