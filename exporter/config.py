@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import yaml
@@ -198,27 +199,17 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _unknown_env_vars(environ: dict[str, str]) -> list[str]:
-    """pydantic-settings ignores unknown prefixed variables; a typo there should not pass silently."""
+def _unknown_env_vars(environ: Mapping[str, str]) -> list[str]:
+    """pydantic-settings silently ignores prefixed variables naming no setting; a typo there must not
+    pass unnoticed. (Unknown nested keys, PREFIX_SECTION__TYPO, are rejected by validation itself.)"""
+    known = {name.upper() for name in Settings.model_fields} | {"CONFIG_FILE"}
     problems = []
     for var in sorted(environ):
-        if not var.startswith(ENV_PREFIX) or var == ENV_PREFIX + "CONFIG_FILE":
-            continue
-        path = var[len(ENV_PREFIX):].lower().split(ENV_NESTED)
-        model: Any = Settings
-        for part in path:
-            fields = getattr(model, "model_fields", None)
-            if fields is None:
-                break  # below a dict or list field: values are validated, keys are free
-            if part not in fields:
-                problems.append(f"environment variable {var}: unknown setting {'.'.join(path)!r}")
-                break
-            model = _model_of(fields[part].annotation)
+        if var.startswith(ENV_PREFIX):
+            top = var[len(ENV_PREFIX):].split(ENV_NESTED)[0]
+            if top not in known:
+                problems.append(f"environment variable {var}: unknown setting {top.lower()!r}")
     return problems
-
-
-def _model_of(annotation: Any) -> Any:
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
 def _describe(err: dict[str, Any], overrides: dict, file_data: dict, source: str | None) -> str:

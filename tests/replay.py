@@ -1,0 +1,33 @@
+"""A Source that replays recorded API responses (tests/fixtures/golden/polls.json) poll by poll."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from exporter.model import EndpointInfo
+from exporter.sources import FetchError, MetricsBody
+from exporter.sources.databricks import endpoint_from_json
+
+POLLS = Path(__file__).parent / "fixtures" / "golden" / "polls.json"
+
+
+class ReplaySource:
+    workspace = "replay.example.com"
+
+    def __init__(self, path: Path = POLLS):
+        self.polls = json.loads(path.read_text())
+        self.index = -1
+
+    def list_endpoints(self) -> list[EndpointInfo]:
+        self.index += 1  # each list call starts the next recorded poll
+        return [endpoint_from_json(item) for item in self.polls[self.index]["list"]["endpoints"]]
+
+    def describe(self, name: str) -> EndpointInfo:
+        return endpoint_from_json(self.polls[self.index]["details"][name], detailed=True)
+
+    def fetch_metrics(self, name: str) -> MetricsBody:
+        recorded = self.polls[self.index]["metrics"][name]
+        if recorded["status"] != 200:
+            raise FetchError(f"http_{recorded['status']}", f"GET metrics of {name}: HTTP {recorded['status']}")
+        return MetricsBody(recorded["body"].encode(), recorded["content_type"])

@@ -1,0 +1,49 @@
+"""Golden exposition: recorded API responses in, /metrics text out, compared byte for byte.
+
+Regenerate after an intended change with `pytest tests/test_golden.py --update-golden`
+(and re-record the inputs with `python tests/fixtures/golden/record.py` if the simulator changed).
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.collector import ServingCollector
+from exporter.config import load_settings
+from exporter.poller import Poller
+
+from .replay import ReplaySource
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden" / "metrics.prom"
+
+
+def render() -> str:
+    now = [0.0]  # frozen during a poll (worker threads read it in any order), a minute on between polls
+    poller = Poller(ReplaySource(), load_settings(), clock=lambda: now[0])
+    try:
+        for i in range(4):
+            now[0] = 1763820030.0 + 60 * i
+            poller.poll()
+    finally:
+        poller.close()
+    registry = CollectorRegistry()
+    registry.register(ServingCollector(lambda: poller.snapshot))
+    text = generate_latest(registry).decode()
+    return text.replace(f'python_version="{platform.python_version()}"', 'python_version="X"')
+
+
+def test_exposition_matches_golden(update_golden):
+    text = render()
+    if update_golden:
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "exposition changed; if intended, rerun with --update-golden and review the diff"
+
+
+def test_golden_shows_the_failed_fetch_and_keeps_its_figures():
+    text = GOLDEN.read_text()
+    assert 'model_serving_exporter_up{endpoint="doc-embedder"} 0.0' in text
+    assert 'model_serving_exporter_fetch_errors_total{call="metrics",endpoint="doc-embedder",reason="parse_error"} 1.0' in text
+    assert 'model_serving_requests_per_second{endpoint="doc-embedder",served_entity=""}' in text
