@@ -64,7 +64,8 @@ class Daemon:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        self.scheduler.shutdown(wait=False)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         self.http.stop()
         self.poller.close()
         log.info("stopped")

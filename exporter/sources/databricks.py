@@ -79,7 +79,7 @@ class DatabricksSource:
                     raise _fetch_error(exc, path) from None
                 log.info("got 401 from %s; re-authenticating once", path)
                 self._reauthenticate(generation)
-            except (DatabricksError, requests.RequestException, TimeoutError, ValueError) as exc:
+            except (DatabricksError, requests.RequestException, TimeoutError, RuntimeError, ValueError) as exc:
                 raise _fetch_error(exc, path) from None
         raise AssertionError("unreachable")
 
@@ -112,8 +112,15 @@ def client_factory(timeout_s: float, retry_budget_s: float, pool_size: int,
 
 def _fetch_error(exc: BaseException, path: str) -> FetchError:
     """A bounded reason and a message built from the status/error code only (no headers, no tokens)."""
+    if isinstance(exc, (TimeoutError, RuntimeError)) and isinstance(exc.__cause__, DatabricksError):
+        # The SDK gave up retrying (429/503 past the retry budget): report what the server said.
+        error = _fetch_error(exc.__cause__, path)
+        return FetchError(error.reason, f"{error} (retries exhausted)")
     if isinstance(exc, DatabricksError):
-        reason = _snake(type(exc).__name__)
+        # The SDK's class per HTTP status (TooManyRequests, NotFound, ...) rather than its subclass per
+        # error code (RequestLimitExceeded, ...): few, stable label values.
+        status_class = next((c for c in type(exc).__mro__ if DatabricksError in c.__bases__), type(exc))
+        reason = _snake(status_class.__name__)
         code = getattr(exc, "error_code", None) or ""
         return FetchError(reason, f"GET {path}: {type(exc).__name__} {code}".strip())
     if isinstance(exc, (requests.Timeout, TimeoutError)):

@@ -1,0 +1,247 @@
+"""Simulator and daemon over real HTTP on loopback: values, scenario changes, failures, auth."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.config import load_settings
+from exporter.daemon import Daemon
+from exporter.simulator import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TOKEN, SimulatorServer, build_demo_workspace
+from exporter.sources.databricks import DatabricksSource, client_factory
+
+from .conftest import require_binary
+
+pytestmark = pytest.mark.integration
+
+MINUTE_S = 1.0  # one simulated minute a second (the poll interval) keeps these tests short
+
+REQUIRED_FAMILIES = [
+    "model_serving_latency_seconds", "model_serving_requests_per_second", "model_serving_error_ratio",
+    "model_serving_error_ratio_by_class", "model_serving_queue_depth", "model_serving_cpu_utilization_ratio",
+    "model_serving_memory_utilization_ratio", "model_serving_gpu_utilization_ratio",
+    "model_serving_provisioned_concurrency", "model_serving_required_concurrency", "model_serving_target",
+    "model_serving_target_breached", "model_serving_endpoint_info", "model_serving_requests_total",
+    "model_serving_request_errors_total", "model_serving_request_duration_seconds_bucket",
+    "model_serving_exporter_up", "model_serving_exporter_poll_duration_seconds",
+    "model_serving_exporter_last_success_timestamp_seconds", "model_serving_exporter_build_info",
+]
+
+
+@pytest.fixture(autouse=True)
+def isolated_databricks_env(monkeypatch, tmp_path):
+    """No developer credentials or ~/.databrickscfg may leak into these tests."""
+    for var in [v for v in os.environ if v.startswith(("DATABRICKS_", "SERVING_EXPORTER_"))]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+
+class Stack:
+    def __init__(self, auth: dict, **settings: object):
+        self.workspace = build_demo_workspace(minute_seconds=MINUTE_S)
+        self.simulator = SimulatorServer(self.workspace).start()
+        defaults = dict(listen="127.0.0.1:0", poll_interval_seconds=1, request_timeout_seconds=2,
+                        retry_budget_seconds=1, max_concurrent_requests=8)
+        self.settings = load_settings(overrides={**defaults, **settings})
+        factory = client_factory(self.settings.request_timeout_seconds, self.settings.retry_budget_seconds,
+                                 self.settings.max_concurrent_requests, host=self.simulator.url, **auth)
+        self.daemon = Daemon(self.settings, DatabricksSource(factory),
+                             minute_clock=lambda: self.workspace.timestamp_ms(self.workspace.current_minute) / 1000)
+
+    def start(self) -> Stack:
+        self.daemon.start()
+        assert self.daemon.wait_ready(15), "no poll completed"
+        return self
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        self.simulator.stop()
+
+    def control(self, method: str, path: str, body: dict | None = None) -> None:
+        requests.request(method, f"{self.simulator.url}/simulator/v1{path}", json=body, timeout=5).raise_for_status()
+
+    def scrape(self) -> dict[tuple[str, frozenset], float]:
+        text = requests.get(f"{self.daemon.url}/metrics", timeout=5).text
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.scrape().get((name, frozenset(labels.items())))
+
+    def api(self) -> dict:
+        return requests.get(f"{self.daemon.url}/api/v1/endpoints", timeout=5).json()
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    s = Stack({"token": DEMO_TOKEN, "auth_type": "pat"}).start()
+    yield s
+    s.stop()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def full_window(stack: Stack) -> bool:
+    return all(e["figures"]["minutes"] >= 4 for e in stack.api()["endpoints"])
+
+
+def test_demo_shows_every_family_and_the_diagnoses(stack: Stack):
+    wait_for(lambda: full_window(stack), what="a full window for every endpoint")
+    samples = stack.scrape()
+    names = {name for name, _ in samples}
+    assert not [f for f in REQUIRED_FAMILIES if f not in names]
+    endpoints = {dict(labels)["endpoint"] for name, labels in samples if name == "model_serving_requests_per_second"}
+    assert len(endpoints) >= 6
+    whole = {"served_entity": ""}
+    assert stack.value("model_serving_queue_depth", endpoint="recommender", method="queue_time", **whole) > 0
+    assert stack.value("model_serving_target_breached", endpoint="recommender", check="queue_depth", **whole) == 1
+    assert stack.value("model_serving_error_ratio", endpoint="support-chat", **whole) > 0.01
+    assert stack.value("model_serving_error_ratio", endpoint="fraud-scorer", **whole) < 0.01
+    assert stack.value("model_serving_target_breached", endpoint="fraud-scorer", check="error_ratio", **whole) == 0
+    assert stack.value("model_serving_cpu_utilization_ratio", endpoint="doc-embedder", **whole) > 0.8
+    assert stack.value("model_serving_gpu_utilization_ratio", endpoint="vision-classifier", **whole) < 0.2
+    assert stack.value("model_serving_requests_per_second", endpoint="search-ranker", **whole) > 200
+    # The canary's 5xx are visible per served entity.
+    assert stack.value("model_serving_error_ratio", endpoint="support-chat", served_entity="support-chat-v4") > 0.2
+
+
+def test_figures_follow_a_scenario_change(stack: Stack):
+    whole = {"endpoint": "fraud-scorer", "served_entity": ""}
+    wait_for(lambda: stack.value("model_serving_error_ratio", **whole) is not None)
+    assert stack.value("model_serving_error_ratio", **whole) < 0.01
+    stack.control("POST", "/endpoints/fraud-scorer/scenario", {"preset": "error_burst"})
+    wait_for(lambda: stack.value("model_serving_target_breached", check="error_ratio", **whole) == 1,
+             what="fraud-scorer to breach its error target")
+    assert stack.value("model_serving_error_ratio_by_class", **whole, **{"class": "5xx"}) > 0.01
+    errors_before = stack.value("model_serving_request_errors_total", **whole, **{"class": "5xx"})
+    wait_for(lambda: stack.value("model_serving_request_errors_total", **whole, **{"class": "5xx"}) > errors_before,
+             what="the synthesised error counter to grow")
+    stack.control("POST", "/endpoints/fraud-scorer/scenario", {"preset": "healthy"})
+    wait_for(lambda: stack.value("model_serving_target_breached", check="error_ratio", **whole) == 0, timeout=30,
+             what="recovery once the burst leaves the window")
+
+
+@pytest.mark.parametrize("fault,reason", [("http_500", "internal_error"), ("garbage", "parse_error"),
+                                          ("http_429", "too_many_requests"), ("timeout", "timeout")])
+def test_a_failing_endpoint_is_isolated_and_keeps_its_figures(stack: Stack, fault: str, reason: str):
+    wait_for(lambda: stack.value("model_serving_requests_per_second", endpoint="search-ranker", served_entity="") is not None)
+    stack.control("POST", "/endpoints/search-ranker/fault", {"kind": fault, "retry_after": 1, "delay_s": 5})
+    wait_for(lambda: stack.value("model_serving_exporter_up", endpoint="search-ranker") == 0, what="up to drop")
+    samples = stack.scrape()
+    assert samples[("model_serving_exporter_fetch_errors_total",
+                    frozenset({"endpoint": "search-ranker", "call": "metrics", "reason": reason}.items()))] >= 1
+    # Its last figures stay; every other endpoint stays up and fresh.
+    assert stack.value("model_serving_requests_per_second", endpoint="search-ranker", served_entity="") > 200
+    assert stack.value("model_serving_exporter_up", endpoint="fraud-scorer") == 1
+    seen = stack.value("model_serving_exporter_last_success_timestamp_seconds", endpoint="fraud-scorer")
+    wait_for(lambda: stack.value("model_serving_exporter_last_success_timestamp_seconds", endpoint="fraud-scorer") > seen,
+             what="the healthy endpoint to keep being polled")
+    status = next(e for e in stack.api()["endpoints"] if e["name"] == "search-ranker")["status"]
+    assert status["up"] is False and status["last_error"].startswith(reason)
+    stack.control("POST", "/endpoints/search-ranker/fault", {"kind": "none"})
+    wait_for(lambda: stack.value("model_serving_exporter_up", endpoint="search-ranker") == 1, what="recovery")
+
+
+def test_vanished_endpoint_takes_its_series_with_it(stack: Stack):
+    assert stack.value("model_serving_exporter_up", endpoint="batch-scorer") == 1
+    stack.control("DELETE", "/endpoints/batch-scorer")
+    wait_for(lambda: not any(dict(labels).get("endpoint") == "batch-scorer" for _, labels in stack.scrape()),
+             what="batch-scorer's series to disappear")
+    assert "batch-scorer" not in [e["name"] for e in stack.api()["endpoints"]]
+    stack.control("POST", "/endpoints", {"name": "new-endpoint", "preset": "healthy"})
+    wait_for(lambda: stack.value("model_serving_exporter_up", endpoint="new-endpoint") == 1, what="discovery")
+
+
+def test_oauth_m2m_survives_token_revocation_and_leaks_no_secret(caplog):
+    caplog.set_level(logging.DEBUG)
+    s = Stack({"client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET, "auth_type": "oauth-m2m"}).start()
+    try:
+        tokens_before = s.workspace.requests_of("token")
+        assert tokens_before >= 1
+        s.control("POST", "/tokens/revoke")
+        wait_for(lambda: s.workspace.requests_of("token") > tokens_before, what="a new token after the 401")
+        seen = s.value("model_serving_exporter_last_success_timestamp_seconds", endpoint="fraud-scorer")
+        wait_for(lambda: s.value("model_serving_exporter_last_success_timestamp_seconds", endpoint="fraud-scorer") > seen,
+                 what="polls to succeed with the new token")
+        exposed = requests.get(f"{s.daemon.url}/metrics", timeout=5).text + requests.get(
+            f"{s.daemon.url}/api/v1/endpoints", timeout=5).text + caplog.text
+        issued = list(s.workspace._tokens)  # the access tokens the simulator handed out
+        for secret in [DEMO_CLIENT_SECRET, *issued]:
+            assert secret not in exposed
+        assert 'reason="unauthenticated"' not in exposed  # the 401 was absorbed by re-authentication
+    finally:
+        s.stop()
+
+
+def test_pat_never_appears_in_output_or_logs(stack: Stack, caplog):
+    caplog.set_level(logging.DEBUG)
+    stack.control("POST", "/endpoints/fraud-scorer/fault", {"kind": "http_403"})
+    wait_for(lambda: stack.value("model_serving_exporter_up", endpoint="fraud-scorer") == 0)
+    exposed = (requests.get(f"{stack.daemon.url}/metrics", timeout=5).text
+               + requests.get(f"{stack.daemon.url}/api/v1/endpoints", timeout=5).text + caplog.text)
+    assert DEMO_TOKEN not in exposed
+
+
+def test_readyz_only_after_the_first_poll():
+    s = Stack({"token": DEMO_TOKEN, "auth_type": "pat"})
+    s.daemon.http.start()
+    try:
+        assert requests.get(f"{s.daemon.url}/healthz", timeout=5).status_code == 200
+        assert requests.get(f"{s.daemon.url}/readyz", timeout=5).status_code == 503
+        s.daemon.poller.poll()
+        assert requests.get(f"{s.daemon.url}/readyz", timeout=5).status_code == 200
+    finally:
+        s.stop()
+
+
+def test_live_exposition_passes_promtool(stack: Stack, tmp_path):
+    promtool = require_binary("promtool")
+    wait_for(lambda: full_window(stack))
+    text = requests.get(f"{stack.daemon.url}/metrics", timeout=5).text
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), result.stdout + result.stderr
+
+
+def test_demo_command_serves_and_stops_cleanly_on_sigterm(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}",
+                             "--minute-seconds", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _ok(f"{url}/readyz"), timeout=30, what="the demo to become ready")
+        assert "model_serving_requests_per_second" in requests.get(f"{url}/metrics", timeout=5).text
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+        assert proc.returncode == 0, out
+        assert "received SIGTERM" in out and f"{url}/metrics" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
