@@ -30,8 +30,9 @@ def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: f
     requests = sum(m.requests for m in counted)  # type: ignore[misc]
     qps = requests / span_s if counted else None
 
-    errors_4xx = _total(rows, "errors_4xx")
-    errors_5xx = _total(rows, "errors_5xx")
+    # Errors only from minutes whose request count is known, so the ratio keeps one denominator.
+    errors_4xx = _total(counted, "errors_4xx")
+    errors_5xx = _total(counted, "errors_5xx")
     ratio = (lambda n: (n or 0.0) / requests if requests > 0 else 0.0) if counted else (lambda n: None)
 
     latency = _merge([m.latency for m in rows])

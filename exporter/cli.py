@@ -25,7 +25,7 @@ configuration (lowest to highest priority): built-in defaults, the YAML file
 (--config or SERVING_EXPORTER_CONFIG_FILE), environment variables
 SERVING_EXPORTER_<KEY> (nested keys joined by '__', e.g.
 SERVING_EXPORTER_TARGETS__LATENCY_P99_SECONDS=0.3), then these flags. Unknown
-keys are errors. See README.md for every key.
+keys are errors. See docs/configuration.md for every key.
 
 credentials (read by the Databricks SDK, never by a flag):
   DATABRICKS_HOST + DATABRICKS_TOKEN                personal access token
@@ -103,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serving-exporter: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
-        print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
+        effective = settings.model_dump(mode="json")
+        # In an override only the keys written there apply (null disables a check): print just those.
+        effective["target_overrides"] = [{"match": o.match.model_dump(mode="json", exclude_defaults=True),
+                                          "targets": o.targets.model_dump(mode="json", exclude_unset=True)}
+                                         for o in settings.target_overrides]
+        print(yaml.safe_dump(effective, sort_keys=False), end="")
         return 0
     setup_logging(settings.log_level, settings.log_format)
     from . import commands  # heavy imports only once the configuration is known to be good

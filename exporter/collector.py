@@ -77,7 +77,7 @@ class _Families:
         self.latency = g("model_serving_latency_seconds", "Latency percentile over the analysis window, computed as PromQL histogram_quantile does.", labels=SERIES + ["percentile"])
         self.error_class = g("model_serving_error_ratio_by_class", "Share of requests answered with this status class over the window.", labels=SERIES + ["class"])
         self.queue = g("model_serving_queue_depth", QUEUE_HELP, labels=SERIES + ["method"])
-        self.configured = g("model_serving_configured_concurrency", "Configured min/max provisioned concurrency (max from workload size when not set).", labels=SERIES + ["bound"])
+        self.configured = g("model_serving_configured_concurrency", "Configured min/max provisioned concurrency of a served entity, where its configuration sets them.", labels=SERIES + ["bound"])
         self.coverage = g("model_serving_window_coverage_seconds", "Source data in the analysis window: received minutes x 60 (0: no data yet).", labels=SERIES)
         self.minute_ts = g("model_serving_last_minute_timestamp_seconds", "Start of the newest source minute received.", labels=SERIES)
         self.target = g("model_serving_target", "Target for a check (a check is breached when its value exceeds the target).", labels=["endpoint", "check"])
@@ -185,7 +185,7 @@ def _exporter_families(snap: Snapshot, render_errors: int) -> Iterator[Metric]:
     for result in ("success", "list_failed"):
         polls.add_metric([result], snap.polls.get(result, 0.0))
     yield polls
-    errors = CounterMetricFamily("model_serving_exporter_fetch_errors", "Failed requests to the workspace by endpoint, call (detail, metrics) and reason.", labels=["endpoint", "call", "reason"])
+    errors = CounterMetricFamily("model_serving_exporter_fetch_errors", "Failures by endpoint, call (detail, metrics; poll for an unexpected internal error) and reason.", labels=["endpoint", "call", "reason"])
     for (endpoint, call, reason), n in sorted(snap.fetch_errors.items()):
         errors.add_metric([endpoint, call, reason], n)
     yield errors

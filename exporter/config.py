@@ -125,14 +125,15 @@ class DatabricksSettings(_Strict):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED, extra="forbid",
+                                      env_parse_none_str="null")
 
     listen: str = Field(f"0.0.0.0:{DEFAULT_PORT}", description="HOST:PORT for /metrics, /healthz, /readyz and /api/v1/endpoints")
     poll_interval_seconds: float = Field(60.0, ge=1, description="seconds between polls (the source refreshes once a minute)")
     detail_refresh_seconds: float = Field(600.0, ge=0, description="re-read each endpoint's configuration at most this often (also when its last_updated changes)")
     window_seconds: float = Field(300.0, ge=60, description="analysis window for percentiles, QPS and ratios")
     request_timeout_seconds: float = Field(10.0, gt=0, description="timeout of one HTTP request to the workspace")
-    retry_budget_seconds: float = Field(30.0, ge=0, description="total time one request may spend in SDK retries (429/503 honouring Retry-After)")
+    retry_budget_seconds: float = Field(30.0, ge=1, description="total time one request may spend in SDK retries (429/503 honouring Retry-After)")
     max_concurrent_requests: int = Field(16, ge=1, le=256, description="bound on concurrent requests to the workspace")
     max_served_entities: int = Field(50, ge=1, description="per endpoint, served entities exposed separately (cardinality cap)")
     endpoints: EndpointFilter = Field(default_factory=EndpointFilter)
@@ -205,8 +206,8 @@ def _unknown_env_vars(environ: Mapping[str, str]) -> list[str]:
     known = {name.upper() for name in Settings.model_fields} | {"CONFIG_FILE"}
     problems = []
     for var in sorted(environ):
-        if var.startswith(ENV_PREFIX):
-            top = var[len(ENV_PREFIX):].split(ENV_NESTED)[0]
+        if var.upper().startswith(ENV_PREFIX):
+            top = var[len(ENV_PREFIX):].split(ENV_NESTED)[0].upper()
             if top not in known:
                 problems.append(f"environment variable {var}: unknown setting {top.lower()!r}")
     return problems

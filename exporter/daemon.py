@@ -45,7 +45,8 @@ class Daemon:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.http.host in ("0.0.0.0", "", "::") else self.http.host
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(self.http.host, self.http.host)
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
         return f"http://{host}:{self.http.port}"
 
     def _poll(self) -> None:

@@ -9,6 +9,7 @@ its last good configuration and every other endpoint are untouched.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -51,7 +52,7 @@ class Poller:
         self.clock = clock
         # Minute keys for bodies without sample timestamps; the demo injects its simulated clock.
         self.minute_clock = minute_clock or clock
-        self.window_minutes = max(1, round(settings.window_seconds / 60))
+        self.window_minutes = max(1, math.ceil(settings.window_seconds / 60))
         self.states: dict[str, EndpointState] = {}
         self.poll_outcomes: Counter[str] = Counter()
         self.discovered = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
@@ -110,11 +111,16 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug("%s - %s", self.address_string(), format % args)
 
 
+class _ThreadingServer6(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
 class HttpServer:
     """Serves the app on a background thread; `port` is the bound port (useful with port 0)."""
 
     def __init__(self, app: Callable, host: str, port: int):
-        self._server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
+        server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
+        self._server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
         self.host, self.port = host, self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 

@@ -21,13 +21,18 @@ MINUTE_MS = 60_000
 class HistogramStream:
     """Turns a histogram series that may be per-minute or cumulative into per-minute deltas.
 
-    Rule: a per-minute histogram can never hold more observations than the requests of
-    its minute, so a `_count` above that minute's `request_count_total` (5% + 2 slack for
-    minute-boundary skew) means cumulative. Once cumulative, the series stays so while
-    `_count` does not decrease; a decrease is a reset (the new value is the delta, as
-    PromQL's rate() assumes). Without a request count, four non-decreasing, growing
-    observations in a row mean cumulative. The first observation of a cumulative series
-    has no predecessor and yields no minute.
+    With the minute's `request_count_total` (the normal case): a per-minute histogram
+    cannot hold more observations than the minute had requests, so a `_count` above
+    requests × 1.05 + 2 (slack for minute-boundary skew) means cumulative; a series
+    once cumulative stays so while `_count` does not decrease. A decrease ends that:
+    the body is then taken as is, which is right for a per-minute series and for a
+    cumulative one that just reset (it is the delta since the reset, as PromQL's
+    rate() assumes), and the next minute re-detects a cumulative series.
+
+    Without request counts: four non-decreasing, growing `_count`s in a row mean
+    cumulative, and a decrease after that is taken as a reset, not a change of kind.
+
+    The first body of a cumulative series has no predecessor and yields no minute.
     """
 
     STREAK = 4
@@ -40,14 +45,12 @@ class HistogramStream:
     def per_minute(self, raw: Histogram, requests: float | None) -> Histogram | None:
         previous, self.previous = self.previous, raw
         self._counts = (self._counts + [raw.count])[-self.STREAK:]
-        if requests is not None and raw.count > requests * 1.05 + 2:
-            self.cumulative = True
-        elif self.cumulative and previous is not None and raw.count >= previous.count:
-            pass  # still growing: stays cumulative
-        elif requests is None and self._streak():
-            self.cumulative = True
-        else:
-            self.cumulative = False
+        if requests is not None:
+            grew = previous is not None and raw.count >= previous.count
+            self.cumulative = raw.count > requests * 1.05 + 2 or (self.cumulative and grew)
+        elif not self.cumulative:
+            self.cumulative = self._streak()
+        if not self.cumulative:
             return raw
         if previous is None:
             return None

@@ -91,3 +91,8 @@ def test_value_equal_to_target_is_not_a_breach():
     f = analyze(rows(MinuteFigures(requests=1000, errors_5xx=10)))
     (error,) = [c for c in checks(f, {"error_ratio": 0.01}) if c.name == "error_ratio"]
     assert error.value == pytest.approx(0.01) and not error.breached
+
+
+def test_error_ratio_uses_only_minutes_with_a_request_count():
+    f = analyze(rows(MinuteFigures(requests=100, errors_5xx=1), MinuteFigures(errors_5xx=50)))
+    assert f.error_ratio == pytest.approx(0.01)

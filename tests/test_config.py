@@ -106,3 +106,11 @@ def test_per_endpoint_targets_by_name_and_tag_later_wins():
     assert fraud["cpu_utilization"] is None  # disabled by null
     assert fraud["error_ratio"] == 0.01  # untouched keys keep the global target
     assert s.targets_for(EndpointInfo(name="other"))["latency_p99"] == 1.0
+
+
+def test_environment_can_disable_a_check_and_is_case_insensitive(monkeypatch):
+    monkeypatch.setenv("SERVING_EXPORTER_TARGETS__CPU_UTILIZATION_RATIO", "null")
+    monkeypatch.setenv("serving_exporter_poll_interval_seconds", "42")
+    s = load_settings()
+    assert s.targets.cpu_utilization_ratio is None
+    assert s.poll_interval_seconds == 42

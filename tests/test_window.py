@@ -103,3 +103,12 @@ def test_bucket_layout_change_restarts_the_duration_histogram():
     assert w.counters.duration.bounds == (0.2, INF)
     assert w.counters.duration.count == 10
     assert w.counters.requests == 20
+
+
+def test_without_request_counts_a_reset_keeps_a_cumulative_series_cumulative():
+    s = HistogramStream()
+    for n in (100, 200, 300, 400):
+        s.per_minute(hist(n, n, n), requests=None)
+    assert s.cumulative
+    assert s.per_minute(hist(30, 30, 30), requests=None).count == 30  # reset: the new value is the delta
+    assert s.per_minute(hist(70, 70, 70), requests=None).count == 40

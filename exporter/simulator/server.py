@@ -43,6 +43,9 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     # Keep-alive, as the SDK's pooled session expects; every answer sets Content-Length.
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle plus delayed ACK
+    # would add ~40 ms to every keep-alive request.
+    disable_nagle_algorithm = True
     server: _Server
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -79,6 +82,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.ws.count(kind, args[0] if args else None)
             if kind in _AUTHENTICATED:
                 self._authenticate()
+                if self.ws.response_delay_s:  # emulate the round trip to a remote workspace
+                    self.server.stopping.wait(self.ws.response_delay_s)
             try:
                 result = handler(self, *args)
             except EndpointNotFound as e:
@@ -232,15 +237,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _ctl_settings(self) -> dict[str, Any]:
         body = self._json_body()
-        unknown = set(body) - {"token_lifetime_s"}
+        unknown = set(body) - {"token_lifetime_s", "response_delay_s"}
         if unknown:
             raise ValueError(f"unknown settings: {sorted(unknown)}")
+        if "response_delay_s" in body:
+            delay = float(body["response_delay_s"])
+            if delay < 0:
+                raise ValueError("response_delay_s must be >= 0")
+            self.ws.response_delay_s = delay
         if "token_lifetime_s" in body:
             lifetime = float(body["token_lifetime_s"])
             if lifetime <= 0:
                 raise ValueError("token_lifetime_s must be > 0")
             self.ws.token_lifetime_s = lifetime
-        return {"token_lifetime_s": self.ws.token_lifetime_s}
+        return {"token_lifetime_s": self.ws.token_lifetime_s, "response_delay_s": self.ws.response_delay_s}
 
     def _ctl_advance(self) -> dict[str, Any]:
         self.ws.advance(int(self._json_body().get("minutes", 1)))

@@ -90,6 +90,7 @@ class Workspace:
         self.seed = seed
         self.workspace_id = workspace_id
         self.token_lifetime_s = token_lifetime_s
+        self.response_delay_s = 0.0  # added to every API answer, to emulate a remote workspace
         self.request_counts: Counter[tuple[str, str | None]] = Counter()
         self._clock = clock
         self._start = clock() if start is None else start
@@ -310,7 +311,7 @@ class Workspace:
             return {
                 "current_minute": self.current_minute,
                 "minute_seconds": self.minute_seconds,
-                "settings": {"token_lifetime_s": self.token_lifetime_s},
+                "settings": {"token_lifetime_s": self.token_lifetime_s, "response_delay_s": self.response_delay_s},
                 "endpoints": [{"name": name, "scenario": ep.latest.to_dict(),
                                "fault": asdict(ep.fault)}
                               for name, ep in self._endpoints.items()],

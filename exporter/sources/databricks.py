@@ -11,6 +11,7 @@ JSON and parsed defensively: fields the platform adds or omits never fail a poll
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -99,7 +100,7 @@ def client_factory(timeout_s: float, retry_budget_s: float, pool_size: int,
         config = Config(
             **{k: v for k, v in auth.items() if v is not None},
             http_timeout_seconds=timeout_s,
-            retry_timeout_seconds=max(1, int(retry_budget_s)),
+            retry_timeout_seconds=max(1, math.ceil(retry_budget_s)),  # the SDK reads 0 as "default 300"
             max_connection_pools=pool_size,
             max_connections_per_pool=pool_size,
         )

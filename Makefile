@@ -1,0 +1,24 @@
+# Two commands for a newcomer: `make demo` and `make test`. Each sets up .venv itself.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test bench clean
+
+demo: $(VENV)/.installed  ## run the demo workspace and the exporter (http://127.0.0.1:9877/metrics)
+	$(BIN)/serving-exporter demo
+
+test: $(VENV)/.installed  ## run the whole test suite
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed  ## poll duration for 1,000 simulated endpoints, with a sequential baseline
+	$(BIN)/python bench/poll_bench.py
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
