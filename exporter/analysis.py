@@ -46,6 +46,7 @@ def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: f
 
     queue_depth, method = None, None
     queue = _merge([m.queue_time for m in rows])
+    queue_wait = queue.mean if queue is not None else None
     if queue is not None and queue.mean is not None and span_s:
         queue_depth, method = (queue.count / span_s) * queue.mean, "queue_time"
     elif queue is not None and queue.count == 0:
@@ -57,6 +58,8 @@ def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: f
         minutes=len(rows),
         latest_minute_ms=minutes[-1][0] * 60_000,
         qps=qps,
+        qps_min=min(m.requests for m in counted) / 60.0 if counted else None,  # type: ignore[type-var]
+        qps_max=max(m.requests for m in counted) / 60.0 if counted else None,  # type: ignore[type-var]
         latency_p50=quantile(0.5),
         latency_p90=quantile(0.9),
         latency_p99=quantile(0.99),
@@ -65,6 +68,7 @@ def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: f
         error_ratio_4xx=ratio(errors_4xx),
         error_ratio_5xx=ratio(errors_5xx),
         queue_depth=queue_depth,
+        queue_wait_mean=queue_wait,
         queue_depth_method=method,
         cpu_ratio=_mean(rows, "cpu_ratio"),
         memory_ratio=_mean(rows, "memory_ratio"),

@@ -89,6 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
                           help="serve N synthetic endpoints instead of the demo set (for load tests)")
     _common(simulate)
 
+    rec = sub.add_parser("recommend", help="print recommended provisioned concurrency and active remediation hints",
+                         description=textwrap.dedent("""\
+                             Print, per endpoint, the provisioned-concurrency settings the data supports (min for the
+                             baseline, max for the observed peak with headroom) and the remediation hints.
+                             With --exporter, read a running exporter's window and hints (recommended). Without it, poll
+                             the workspace once: one source minute, hint conditions shown without hysteresis."""),
+                         formatter_class=raw)
+    rec.add_argument("endpoint", nargs="?", metavar="ENDPOINT", help="only this endpoint (default: all)")
+    rec.add_argument("--exporter", metavar="URL", help="base URL of a running exporter, e.g. http://127.0.0.1:9877")
+    rec.add_argument("--config", metavar="FILE", help="YAML configuration for the one-shot poll (targets, thresholds)")
+    rec.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _common(rec)
+
     check = sub.add_parser("check-config", help="validate the configuration and print the effective settings",
                            description="Validate configuration from file, environment and flags; print it as YAML.")
     check.add_argument("--config", metavar="FILE", help="YAML configuration file")
@@ -113,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     from . import commands  # heavy imports only once the configuration is known to be good
 
-    return {"run": commands.run, "demo": commands.demo, "simulate": commands.simulate}[args.command](args, settings)
+    handlers = {"run": commands.run, "demo": commands.demo, "simulate": commands.simulate, "recommend": commands.recommend}
+    return handlers[args.command](args, settings)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -129,6 +143,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["listen"] = args.listen
     elif args.command == "demo":
         overrides.update(listen=args.listen, poll_interval_seconds=args.minute_seconds)
+    if args.command == "recommend" and args.exporter:
+        config_file = None  # the running exporter has its own configuration
     if args.command == "simulate":
         config_file = None  # the simulator has no exporter settings
     return load_settings(config_file, overrides)

@@ -82,6 +82,8 @@ class _Families:
         self.minute_ts = g("model_serving_last_minute_timestamp_seconds", "Start of the newest source minute received.", labels=SERIES)
         self.target = g("model_serving_target", "Target for a check (a check is breached when its value exceeds the target).", labels=["endpoint", "check"])
         self.breached = g("model_serving_target_breached", "1 when the check's value exceeds its target, else 0 (absent: no data or no target).", labels=SERIES + ["check"])
+        self.remediation = g("model_serving_remediation", "1 while a remediation hint is active for the endpoint (rule ids: docs/remediation.md; details: /api/v1/endpoints).", labels=["endpoint", "rule", "severity"])
+        self.recommended = g("model_serving_recommended_concurrency", "Provisioned concurrency the window supports: min for the quietest minute, max for the busiest, with headroom.", labels=["endpoint", "bound"])
         self.ready = g("model_serving_endpoint_ready", "1 when the endpoint is READY and its served entities are deployed.", labels=["endpoint"])
         self.info = InfoMetricFamily("model_serving_endpoint", "Endpoint configuration.", labels=[
             "endpoint", "endpoint_id", "state_ready", "config_update", "workload_type", "route_optimized",
@@ -122,6 +124,12 @@ class _Families:
             for bound, value in (("min", e.min_provisioned_concurrency), ("max", e.max_provisioned_concurrency)):
                 if value is not None:
                     self.configured.add_metric([name, e.name, bound], value)
+        if report.recommendation is not None:
+            r = report.recommendation
+            self.recommended.add_metric([name, "min"], r.min_concurrency)
+            self.recommended.add_metric([name, "max"], r.max_concurrency)
+        for hint in report.hints:
+            self.remediation.add_metric([name, hint.id, hint.severity], 1.0)
         status = report.status
         self.up.add_metric([name], 1.0 if status.up else 0.0)
         if status.last_success_s is not None:
@@ -161,7 +169,7 @@ class _Families:
     def all(self) -> Iterator[Metric]:
         yield from self.gauges.values()
         yield from (self.latency, self.error_class, self.queue, self.configured, self.coverage, self.minute_ts,
-                    self.target, self.breached, self.ready, self.info, self.entity_info, self.requests,
+                    self.target, self.breached, self.remediation, self.recommended, self.ready, self.info, self.entity_info, self.requests,
                     self.errors, self.duration, self.up, self.last_success, self.fetch_duration)
 
 

@@ -7,9 +7,12 @@ import json
 import logging
 import sys
 
+import requests
+
 from .config import Settings, parse_listen
 from .daemon import Daemon, run_until_signalled
 from .poller import Poller
+from .rules import conditions_now
 from .sources.databricks import DatabricksSource, client_factory
 from .web import snapshot_json
 
@@ -37,6 +40,66 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     daemon = Daemon(settings, source).start()
     run_until_signalled(daemon.stop)
     return 0
+
+
+def recommend(args: argparse.Namespace, settings: Settings) -> int:
+    if args.exporter:
+        try:
+            resp = requests.get(args.exporter.rstrip("/") + "/api/v1/endpoints", timeout=settings.request_timeout_seconds)
+            resp.raise_for_status()
+            endpoints = resp.json()["endpoints"]
+        except (requests.RequestException, ValueError, KeyError) as exc:
+            print(f"serving-exporter: cannot read {args.exporter}/api/v1/endpoints: {exc}", file=sys.stderr)
+            return 1
+    else:
+        try:
+            source = _source(settings, host=settings.databricks.host, profile=settings.databricks.profile)
+        except ValueError as exc:
+            print(f"serving-exporter: cannot authenticate to Databricks: {exc}", file=sys.stderr)
+            return 2
+        poller = Poller(source, settings)
+        snap = poller.poll()
+        poller.close()
+        endpoints = snapshot_json(snap)["endpoints"]
+        by_name = {r.info.name: r for r in snap.endpoints}
+        for entry in endpoints:  # one poll is too short for hysteresis: show the conditions that hold now
+            r = by_name[entry["name"]]
+            held = conditions_now(settings.remediation, r.info, r.endpoint.figures, r.endpoint.checks,
+                                  settings.targets_for(r.info))
+            entry["hints"] = [{"id": rule.id, "severity": rule.severity, "summary": rule.summary, "detail": detail,
+                               "since": None} for rule, detail in held]
+    if args.endpoint:
+        endpoints = [e for e in endpoints if e["name"] == args.endpoint]
+        if not endpoints:
+            print(f"serving-exporter: no endpoint named {args.endpoint!r}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps([{k: e[k] for k in ("name", "recommendation", "hints")} for e in endpoints], indent=1))
+    else:
+        print(format_recommendations(endpoints), end="")
+    return 0
+
+
+def format_recommendations(endpoints: list[dict]) -> str:
+    lines = []
+    for e in endpoints:
+        entities = e["config"]["served_entities"]
+        now = e["figures"].get("provisioned_concurrency")
+        configured = ", ".join(f"{s['name']} min {s['min_provisioned_concurrency']} / max {s['max_provisioned_concurrency']}"
+                               for s in entities if s.get("max_provisioned_concurrency") is not None)
+        lines.append(f"{e['name']}  (provisioned now {now if now is not None else '?'}; configured {configured or 'by workload size'})")
+        rec = e.get("recommendation")
+        if rec:
+            lines.append(f"  recommended provisioned concurrency: min {rec['min_concurrency']}, max {rec['max_concurrency']}"
+                         f"  [{rec['basis']}]")
+        else:
+            lines.append("  recommended provisioned concurrency: not enough data yet")
+        for h in e["hints"]:
+            lines.append(f"  {h['severity']:<8} {h['id']}: {h['detail']}")
+        if not e["hints"]:
+            lines.append("  no active hints")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def demo(args: argparse.Namespace, settings: Settings) -> int:

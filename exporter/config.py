@@ -13,10 +13,10 @@ import os
 import re
 from pathlib import Path
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .model import EndpointInfo
@@ -99,22 +99,89 @@ class Targets(_Strict):
         return {TARGET_CHECKS[k]: getattr(self, k) for k in TARGET_CHECKS}
 
 
-class TargetPatch(_Strict):
-    """Only the keys written here override; write `null` to disable a check for the matched endpoints."""
+def _patch_of(model: type[BaseModel], doc: str) -> type[BaseModel]:
+    """The same keys with the same bounds, all optional: only keys written in a patch apply."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        annotation = Annotated[info.annotation | None, *info.metadata] if info.metadata else info.annotation | None
+        fields[name] = (annotation, Field(None, description=info.description))
+    return create_model(f"{model.__name__}Patch", __base__=_Strict, __doc__=doc, **fields)
 
-    latency_p50_seconds: float | None = Field(None, ge=0)
-    latency_p90_seconds: float | None = Field(None, ge=0)
-    latency_p99_seconds: float | None = Field(None, ge=0)
-    error_ratio: float | None = Field(None, ge=0, le=1)
-    queue_depth: float | None = Field(None, ge=0)
-    cpu_utilization_ratio: float | None = Field(None, ge=0, le=1)
-    memory_utilization_ratio: float | None = Field(None, ge=0, le=1)
-    gpu_utilization_ratio: float | None = Field(None, ge=0, le=1)
+
+TargetPatch = _patch_of(Targets, "Only the keys written here override; `null` disables a check for the matched endpoints.")
 
 
 class TargetOverride(_Strict):
     match: Selector
     targets: TargetPatch
+
+
+class Thresholds(_Strict):
+    """Numbers the remediation rules use besides the targets (docs/remediation.md says which rule uses which)."""
+
+    headroom_ratio: float = Field(0.15, ge=0, le=2, description="spare capacity added to a recommended concurrency")
+    saturation_ratio: float = Field(0.9, gt=0, description="load / capacity at or above which an endpoint counts as saturated")
+    throttled_4xx_ratio: float = Field(0.005, ge=0, le=1, description="4xx share (429s included) that counts as throttling when saturated")
+    oversize_factor: float = Field(3.0, gt=1, description="capacity this many times the peak need is oversized")
+    variable_load_ratio: float = Field(1.5, gt=1, description="busiest / quietest minute QPS from which load counts as varying")
+    route_optimization_qps: float = Field(200.0, gt=0, description="QPS above which a standard endpoint needs route optimization")
+    strict_latency_seconds: float = Field(0.05, gt=0, description="a P50 target at or below this is strict (route optimization helps)")
+    low_cpu_ratio: float = Field(0.3, ge=0, le=1, description="CPU below this while slow points outside the model")
+    gpu_idle_ratio: float = Field(0.1, ge=0, le=1, description="GPU use below this is idle")
+    concurrency_limit: int = Field(1024, ge=1, description="platform limit of provisioned concurrency per served entity")
+    concurrency_limit_ratio: float = Field(0.8, gt=0, le=1, description="share of the limit from which it counts as near")
+    batching_qps: float = Field(100.0, gt=0, description="QPS above which light requests are worth batching")
+    light_request_seconds: float = Field(0.02, gt=0, description="mean service time below which a request is light")
+    production_tags: list[str] = Field(default_factory=lambda: ["env=production", "env=prod", "environment=production", "environment=prod"],
+                                       description="KEY=VALUE endpoint tags that mark production")
+
+
+ThresholdsPatch = _patch_of(Thresholds, "Only the keys written here override the global thresholds.")
+
+
+class RemediationOverride(_Strict):
+    match: Selector
+    disabled: list[str] = Field(default_factory=list, description="rule ids switched off for the matched endpoints")
+    thresholds: ThresholdsPatch = Field(default_factory=ThresholdsPatch)  # type: ignore[valid-type]
+
+    @field_validator("disabled")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        return _known_rules(value)
+
+
+class Remediation(_Strict):
+    """Remediation hints: hysteresis, thresholds, and which rules run where."""
+
+    fire_after_polls: int = Field(2, ge=1, description="consecutive polls with new data a condition must hold before its hint fires")
+    clear_after_polls: int = Field(2, ge=1, description="consecutive polls without the condition before an active hint clears")
+    sustained_polls: int = Field(10, ge=1, description="fire_after_polls for cost hints (oversized, idle GPU), which need a sustained pattern")
+    disabled: list[str] = Field(default_factory=list, description="rule ids switched off everywhere")
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    overrides: list[RemediationOverride] = Field(default_factory=list, description="per-endpoint thresholds and disabled rules; later entries win")
+
+    @field_validator("disabled")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        return _known_rules(value)
+
+    def for_endpoint(self, info: EndpointInfo) -> tuple[Thresholds, frozenset[str]]:
+        thresholds, disabled = self.thresholds, set(self.disabled)
+        for override in self.overrides:
+            if override.match.matches(info):
+                changes = {k: getattr(override.thresholds, k) for k in override.thresholds.model_fields_set}
+                thresholds = thresholds.model_copy(update=changes)
+                disabled |= set(override.disabled)
+        return thresholds, frozenset(disabled)
+
+
+def _known_rules(ids: list[str]) -> list[str]:
+    from .rules import RULE_IDS  # the rule table imports this module
+
+    unknown = [i for i in ids if i not in RULE_IDS]
+    if unknown:
+        raise ValueError(f"unknown rule id(s) {', '.join(unknown)}; known: {', '.join(sorted(RULE_IDS))}")
+    return ids
 
 
 class DatabricksSettings(_Strict):
@@ -138,6 +205,7 @@ class Settings(BaseSettings):
     max_served_entities: int = Field(50, ge=1, description="per endpoint, served entities exposed separately (cardinality cap)")
     endpoints: EndpointFilter = Field(default_factory=EndpointFilter)
     targets: Targets = Field(default_factory=Targets)
+    remediation: Remediation = Field(default_factory=Remediation)
     target_overrides: list[TargetOverride] = Field(default_factory=list, description="per-endpoint targets; later entries win")
     databricks: DatabricksSettings = Field(default_factory=DatabricksSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -196,6 +196,8 @@ class Figures:
     minutes: int = 0  # source minutes in the window
     latest_minute_ms: int | None = None
     qps: float | None = None
+    qps_min: float | None = None  # quietest and busiest source minute in the window
+    qps_max: float | None = None
     latency_p50: float | None = None
     latency_p90: float | None = None
     latency_p99: float | None = None
@@ -204,6 +206,7 @@ class Figures:
     error_ratio_4xx: float | None = None
     error_ratio_5xx: float | None = None
     queue_depth: float | None = None
+    queue_wait_mean: float | None = None  # seconds, when the platform reports queue time
     queue_depth_method: Literal["queue_time", "estimated"] | None = None
     cpu_ratio: float | None = None
     memory_ratio: float | None = None
@@ -231,12 +234,37 @@ class PollStatus:
     duration_s: float | None = None
 
 
+Severity = Literal["critical", "warning", "info"]
+
+
+@dataclass(frozen=True)
+class Hint:
+    """An active remediation hint (see exporter/rules.py)."""
+
+    id: str
+    severity: Severity
+    summary: str
+    detail: str
+    since_s: float
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """Provisioned-concurrency settings the window's data supports."""
+
+    min_concurrency: int
+    max_concurrency: int
+    basis: str
+
+
 @dataclass(frozen=True)
 class EndpointReport:
     info: EndpointInfo
     endpoint: SeriesReport
     entities: tuple[SeriesReport, ...]
     status: PollStatus
+    hints: tuple[Hint, ...] = ()
+    recommendation: Recommendation | None = None
 
 
 @dataclass(frozen=True)

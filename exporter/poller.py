@@ -19,6 +19,7 @@ from dataclasses import replace
 from .analysis import analyze, checks
 from .config import Settings
 from .model import EndpointInfo, EndpointReport, PollStatus, SeriesReport, Snapshot, entity_capacity
+from .rules import HintMemory, evaluate, recommend
 from .parsing import MetricsParseError, parse_metrics
 from .sources import FetchError, Source
 from .window import SeriesWindow, minute_key_of
@@ -37,6 +38,8 @@ class EndpointState:
         self.status = PollStatus(up=False, last_success_s=None)
         self.errors: Counter[tuple[str, str]] = Counter()  # (call, reason) -> count
         self.report: EndpointReport | None = None
+        self.hints = HintMemory()
+        self.listed = False  # whether this poll's listing refreshed the configuration
 
     def window(self, entity: str | None) -> SeriesWindow:
         if entity not in self.windows:
@@ -103,7 +106,7 @@ class Poller:
         for info in selected:
             state = self.states.get(info.name)
             if state is None:
-                self.states[info.name] = EndpointState(info, self.window_minutes)
+                state = self.states[info.name] = EndpointState(info, self.window_minutes)
             elif state.info.detailed:
                 # The list is fresher for state and tags; the detail holds what the list lacks.
                 changed = info.last_updated_ms != state.info.last_updated_ms
@@ -113,6 +116,7 @@ class Poller:
                     state.detail_at = None  # configuration changed: re-read it now
             else:
                 state.info = info
+            state.listed = True
 
     def _poll_endpoint(self, state: EndpointState) -> None:
         try:
@@ -176,4 +180,8 @@ class Poller:
 
         endpoint = series(None, state.window(None))
         entities = tuple(series(e, w) for e, w in sorted(state.windows.items(), key=lambda kv: kv[0] or "") if e is not None)
-        return EndpointReport(info, endpoint, entities, state.status)
+        hints = evaluate(self.settings.remediation, info, endpoint.figures, endpoint.checks, targets, state.hints,
+                         metrics_fresh=state.status.up, config_fresh=state.listed and info.detailed, now_s=self.clock())
+        state.listed = False
+        advice = recommend(self.settings.remediation, info, endpoint.figures, endpoint.checks, targets)
+        return EndpointReport(info, endpoint, entities, state.status, hints, advice)

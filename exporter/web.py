@@ -36,6 +36,9 @@ def snapshot_json(snap: Snapshot) -> dict[str, Any]:
             "config": info,
             "status": _plain(report.status),
             **_series(report.endpoint),
+            "hints": [{"id": h.id, "severity": h.severity, "summary": h.summary, "detail": h.detail, "since": h.since_s}
+                      for h in report.hints],
+            "recommendation": _plain(report.recommendation) if report.recommendation else None,
             "served_entities": [{"name": e.entity, **_series(e)} for e in report.entities],
         })
     return {

@@ -1,0 +1,526 @@
+"""Remediation hints: the rule table and the engine that applies it with hysteresis.
+
+Each rule turns an action from the serving guide (shared/reference/serving-guide.md)
+into a condition over an endpoint's figures, configuration and state, plus a detail
+text carrying the endpoint's own numbers. The table is data: docs/remediation.md is
+generated from it (`python -m exporter.rules`), and dashboards, alerts and runbooks
+link rules by their stable `id`.
+
+A hint fires only after its condition held for `fire_after_polls` consecutive polls
+that brought new data (a new source minute, or a fresh configuration read for the
+configuration-only rules), and clears after `clear_after_polls` polls without it, so
+a value oscillating around a threshold does not flap. Missing data never fires a rule;
+stale data (a failing fetch, no new minute) changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .config import Remediation, Thresholds
+from .model import Check, EndpointInfo, Figures, Hint, Recommendation, Severity
+
+CPU_TYPES = ("CPU", "CPU_MEDIUM", "CPU_LARGE")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a rule sees: one endpoint's figures, configuration, checks and thresholds."""
+
+    info: EndpointInfo
+    figures: Figures
+    checks: dict[str, Check]
+    targets: dict[str, float | None]
+    t: Thresholds
+
+    @property
+    def service_time(self) -> float | None:
+        """Mean time in service: latency without the queue wait, when the platform reports it."""
+        f = self.figures
+        if f.latency_mean is None:
+            return None
+        return max(0.0, f.latency_mean - (f.queue_wait_mean or 0.0))
+
+    def need(self, qps: float | None) -> float | None:
+        """Concurrency a load needs without queueing: QPS x service time (Little's law)."""
+        return qps * self.service_time if qps is not None and self.service_time is not None else None
+
+    @property
+    def capacity(self) -> float | None:
+        """The most the endpoint can provision: the configured maximum, else what it has now."""
+        return self.info.max_provisioned_concurrency or self.figures.provisioned_concurrency
+
+    def suggest(self, concurrency: float) -> int:
+        """A concurrency setting for this need: headroom added, rounded up, within the platform limit."""
+        limit = self.t.concurrency_limit * max(1, len(self.info.served_entities))
+        return int(min(limit, max(1, math.ceil(concurrency * (1 + self.t.headroom_ratio) - 1e-9))))
+
+    def breached(self, *names: str) -> list[Check]:
+        return [self.checks[n] for n in names if n in self.checks and self.checks[n].breached]
+
+    @property
+    def saturated(self) -> bool:
+        need, cap = self.need(self.figures.qps), self.capacity
+        queueing = bool(self.breached("queue_depth"))
+        return queueing or (need is not None and bool(cap) and need >= self.t.saturation_ratio * cap)  # type: ignore[operator]
+
+    @property
+    def autoscaling_off(self) -> bool:
+        entities = self.info.served_entities
+        return bool(entities) and all(
+            e.min_provisioned_concurrency is not None and e.min_provisioned_concurrency == e.max_provisioned_concurrency
+            and not e.scale_to_zero_enabled for e in entities)
+
+    @property
+    def production(self) -> bool:
+        tags = {f"{k}={v}".lower() for k, v in self.info.tags.items()}
+        return any(t.lower() in tags for t in self.t.production_tags)
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    severity: Severity
+    summary: str  # static: safe as a label, stable across polls
+    when: str  # docs: the condition in words
+    action: str  # docs: what to do
+    guide: str  # docs: the serving-guide action this implements
+    needs: tuple[str, ...]  # Figures attributes that must be present; "config" = detailed configuration
+    detail: Callable[[Context], str | None]  # the detail text when the condition holds, else None
+    thresholds: tuple[str, ...] = ()  # docs: which thresholds/targets it uses
+    sustained: bool = False  # fires after sustained_polls instead of fire_after_polls
+
+    @property
+    def uses_metrics(self) -> bool:
+        return any(n != "config" for n in self.needs)
+
+
+# -- conditions ------------------------------------------------------------------------------
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _s(x: float) -> str:
+    return f"{x:.3g} s"
+
+
+def _latency_high(c: Context) -> str | None:
+    over = c.breached("latency_p50", "latency_p90", "latency_p99")
+    if not over:
+        return None
+    worst = over[-1]
+    head = f"{worst.name.removeprefix('latency_').upper()} {_s(worst.value)} exceeds its target {_s(worst.target)}"  # type: ignore[arg-type]
+    f = c.figures
+    if f.queue_wait_mean is not None and f.latency_mean and f.queue_wait_mean >= 0.2 * f.latency_mean:
+        return (f"{head}; queueing explains it: requests wait {_s(f.queue_wait_mean)} of the {_s(f.latency_mean)} "
+                "mean latency — add capacity (see the queueing hint)")
+    if f.queue_depth:
+        return f"{head}; queueing explains it: {f.queue_depth:.1f} requests wait on average — add capacity"
+    return (f"{head} without queueing: the time is spent serving (mean {_s(f.latency_mean or 0)}) — make the model "
+            "faster (smaller, quantized or pruned), move heavy pre/post-processing out of the endpoint, keep payloads small")
+
+
+def _errors_high(c: Context) -> str | None:
+    if not c.breached("error_ratio"):
+        return None
+    f = c.figures
+    e4, e5 = f.error_ratio_4xx or 0.0, f.error_ratio_5xx or 0.0
+    head = f"error ratio {_pct(f.error_ratio or 0)} exceeds its target {_pct(c.targets['error_ratio'] or 0)} (5xx {_pct(e5)}, 4xx {_pct(e4)})"
+    if e5 >= e4:
+        return f"{head}: server errors lead — read the endpoint's service logs and the model's errors"
+    if c.saturated:
+        return f"{head}: 4xx lead while the endpoint is saturated, so they are mostly 429s — a capacity problem (see the throttled and queueing hints)"
+    return f"{head}: 4xx lead without saturation — check client requests (payloads, permissions) in the service logs"
+
+
+def _throttled(c: Context) -> str | None:
+    f = c.figures
+    if (f.error_ratio_4xx or 0) < c.t.throttled_4xx_ratio or not c.saturated:
+        return None
+    need, base = c.need(f.qps), c.need(f.qps_min)
+    minimum = c.suggest(base if base is not None else need or 0)
+    return (f"{_pct(f.error_ratio_4xx or 0)} of requests answered 4xx (429 included) while the endpoint is saturated "
+            f"(load needs {need or 0:.1f} concurrent requests, capacity {c.capacity or 0:g}): make clients retry with "
+            f"exponential backoff and raise min_provisioned_concurrency to at least {minimum}")
+
+
+def _queueing(c: Context) -> str | None:
+    if not c.breached("queue_depth"):
+        return None
+    f = c.figures
+    how = "measured from queue time" if f.queue_depth_method == "queue_time" else "estimated from load against capacity"
+    need = c.need(f.qps_max if f.qps_max is not None else f.qps)
+    text = f"queue depth {f.queue_depth:.1f} ({how}) over its target {c.targets['queue_depth']:g}"
+    if need is not None:
+        text += f": the busiest minute needs {need:.1f} concurrent requests against {c.capacity or 0:g} provisioned — raise max_provisioned_concurrency to at least {c.suggest(need)}"
+    if c.autoscaling_off:
+        text += "; autoscaling is off (min = max): enable it so capacity follows demand"
+    return text
+
+
+def _concurrency_undersized(c: Context) -> str | None:
+    f, cap = c.figures, c.capacity
+    need = c.need(f.qps)
+    if need is None or not cap or need <= cap:
+        return None
+    return (f"required concurrency {need:.1f} ({f.qps:.3g} QPS × {_s(c.service_time or 0)}) exceeds max provisioned "
+            f"concurrency {cap:g}: raise max_provisioned_concurrency to at least {c.suggest(need)} (confirm with a load test)")
+
+
+def _concurrency_oversized(c: Context) -> str | None:
+    f = c.figures
+    peak = c.need(f.qps_max)
+    have = f.provisioned_concurrency
+    if peak is None or not have or have <= c.t.oversize_factor * max(peak, 1.0):
+        return None
+    return (f"{have:g} provisioned but the busiest minute needs {peak:.1f} ({f.qps_max:.3g} QPS × {_s(c.service_time or 0)}): "
+            f"lower min_provisioned_concurrency to {c.suggest(c.need(f.qps_min) or 0)} and max_provisioned_concurrency to "
+            f"{c.suggest(peak)} to cut cost")
+
+
+def _autoscaling_disabled(c: Context) -> str | None:
+    f = c.figures
+    if not c.autoscaling_off:
+        return None
+    varies = f.qps_min is not None and f.qps_max is not None and f.qps_max >= c.t.variable_load_ratio * max(f.qps_min, 1e-9)
+    queues = bool(c.breached("queue_depth"))
+    if not (varies or queues):
+        return None
+    fixed = c.info.served_entities[0].min_provisioned_concurrency
+    why = f"QPS ranged {f.qps_min:.3g}–{f.qps_max:.3g}" if varies else "requests queue"
+    base, peak = c.need(f.qps_min), c.need(f.qps_max)
+    advice = f": set min_provisioned_concurrency {c.suggest(base)} for the baseline and max {c.suggest(peak)} for peaks" \
+        if base is not None and peak is not None else ": enable autoscaling"
+    return f"autoscaling is off (min = max = {fixed}) while {why}{advice}"
+
+
+def _route_optimization(c: Context) -> str | None:
+    if c.info.route_optimized is not False or c.info.kind != "custom":
+        return None
+    qps, p50 = c.figures.qps, c.targets.get("latency_p50")
+    if qps is not None and qps > c.t.route_optimization_qps:
+        why = f"{qps:.0f} QPS exceeds the ~{c.t.route_optimization_qps:g} QPS a standard endpoint serves per workspace"
+    elif p50 is not None and p50 <= c.t.strict_latency_seconds:
+        why = f"its P50 target {_s(p50)} is strict and route optimization cuts per-request overhead"
+    else:
+        return None
+    return (f"{why}: enable route optimization (50,000+ QPS, no client-concurrency cap). Route-optimized endpoints "
+            "accept only OAuth tokens, not personal access tokens: move clients to a service principal first")
+
+
+def _cpu_high(c: Context) -> str | None:
+    if not c.breached("cpu_utilization"):
+        return None
+    return (f"CPU {_pct(c.figures.cpu_ratio or 0)} over its target {_pct(c.targets['cpu_utilization'] or 0)}: "
+            f"move to a larger instance ({c.info.workload_type or 'workload'} → a larger size or type) or raise provisioned concurrency")
+
+
+def _memory_high(c: Context) -> str | None:
+    if not c.breached("memory_utilization"):
+        return None
+    return (f"memory {_pct(c.figures.memory_ratio or 0)} over its target {_pct(c.targets['memory_utilization'] or 0)}: "
+            "move to a larger instance or spread the load over more concurrency; a smaller model also helps")
+
+
+def _gpu_recommended(c: Context) -> str | None:
+    types = {e.workload_type for e in c.info.served_entities}
+    if not types or not types <= set(CPU_TYPES):
+        return None
+    slow = c.breached("latency_p50", "latency_p90", "latency_p99")
+    cpu_target = c.targets.get("cpu_utilization") or 0.8
+    if not slow or (c.figures.cpu_ratio or 0) < cpu_target or c.breached("queue_depth"):
+        return None  # queueing makes any model slow: capacity first
+    return (f"{slow[-1].name.removeprefix('latency_').upper()} {_s(slow[-1].value)} over target with CPU at "  # type: ignore[arg-type]
+            f"{_pct(c.figures.cpu_ratio or 0)} on a {'/'.join(sorted(types))} workload: the model is compute-bound — "
+            "move it to a GPU workload (e.g. GPU_SMALL), or make it lighter (quantize, prune)")
+
+
+def _gpu_underused(c: Context) -> str | None:
+    if not any(e.is_gpu for e in c.info.served_entities) or c.figures.gpu_ratio is None:
+        return None
+    if c.figures.gpu_ratio >= c.t.gpu_idle_ratio:
+        return None
+    return (f"GPU use {_pct(c.figures.gpu_ratio)} on {c.info.workload_type} at {c.figures.qps or 0:.3g} QPS: "
+            "the GPU is mostly idle — serve on CPU if latency allows, pick a smaller GPU, or enable scale-to-zero outside production")
+
+
+def _scale_to_zero(c: Context) -> str | None:
+    if not any(e.scale_to_zero_enabled for e in c.info.served_entities):
+        return None
+    latency_target = any(c.targets.get(k) is not None for k in ("latency_p50", "latency_p90", "latency_p99"))
+    if not (c.production or latency_target):
+        return None
+    why = "is tagged production" if c.production else "has a latency target"
+    return (f"scale-to-zero is on although the endpoint {why}: the first request after idle waits for a cold start — "
+            "disable scale-to-zero and keep a minimum provisioned concurrency for the baseline")
+
+
+def _not_ready(c: Context) -> str | None:
+    info = c.info
+    problems = []
+    if info.ready and info.ready != "READY":
+        problems.append(f"state {info.ready}")
+    if info.config_update in ("UPDATE_FAILED", "UPDATE_CANCELED"):
+        problems.append(f"config update {info.config_update}")
+    problems += [f"{e.name} {e.deployment_state}" for e in info.served_entities
+                 if e.deployment_state in ("DEPLOYMENT_FAILED", "DEPLOYMENT_ABORTED")]
+    if not problems:
+        return None
+    return f"endpoint not serving as configured ({', '.join(problems)}): read the deployment's build and service logs, fix and redeploy"
+
+
+def _external_dependency(c: Context) -> str | None:
+    slow = c.breached("latency_p50", "latency_p90", "latency_p99")
+    f = c.figures
+    idle = f.cpu_ratio is not None and f.cpu_ratio < c.t.low_cpu_ratio and (f.gpu_ratio or 0) < c.t.low_cpu_ratio
+    if not slow or not idle or c.breached("queue_depth"):
+        return None
+    return (f"{slow[-1].name.removeprefix('latency_').upper()} {_s(slow[-1].value)} over target with CPU at only "  # type: ignore[arg-type]
+            f"{_pct(f.cpu_ratio)} and no queue: requests wait on something outside the model (feature lookups, external "
+            "APIs) — measure each external call's latency and errors, watch its rate limits, and cache data read often")
+
+
+def _concurrency_limit_near(c: Context) -> str | None:
+    limit = c.t.concurrency_limit
+    near = c.t.concurrency_limit_ratio * limit
+    per_entity_need = (c.need(c.figures.qps_max) or 0) / max(1, len(c.info.served_entities))
+    configured = max((e.max_provisioned_concurrency or 0 for e in c.info.served_entities), default=0)
+    worst = max(per_entity_need, configured)
+    if worst < near:
+        return None
+    return (f"{worst:.0f} concurrent requests per served entity is {_pct(worst / limit)} of the platform limit of {limit}: "
+            "split traffic over more served entities or endpoints, or cut latency so fewer requests are in flight")
+
+
+def _client_batching(c: Context) -> str | None:
+    f, service = c.figures, c.service_time
+    if f.qps is None or service is None or f.qps < c.t.batching_qps or service >= c.t.light_request_seconds:
+        return None
+    return (f"{f.qps:.0f} QPS of light requests (mean service {_s(service)}): if clients can send several inputs per "
+            "call, batch them client-side to cut per-prediction overhead, and reuse connections (connection pooling)")
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("endpoint_not_ready", "critical", "Endpoint is not ready or its last deployment failed",
+         "state.ready is not READY, config_update is UPDATE_FAILED/UPDATE_CANCELED, or a served entity's deployment is FAILED/ABORTED",
+         "Read the build and service logs of the failed deployment, fix the model or configuration, redeploy.",
+         "Production readiness", ("config",), _not_ready),
+    Rule("errors_high", "critical", "Error ratio above target",
+         "the error-ratio check is breached (4xx + 5xx over requests, window)",
+         "5xx-led: read the service logs and the model's errors. 429-led while saturated: a capacity problem — raise concurrency.",
+         "Error rate: read the service logs; check for capacity problems", ("error_ratio",), _errors_high, ("target error_ratio",)),
+    Rule("queueing", "critical", "Requests are queueing",
+         "the queue-depth check is breached",
+         "Raise provisioned concurrency (the detail gives the number for the busiest minute) or enable autoscaling.",
+         "Queue depth: raise provisioned concurrency or enable autoscaling; Troubleshooting: queueing",
+         ("queue_depth",), _queueing, ("target queue_depth", "headroom_ratio")),
+    Rule("throttled", "warning", "Requests rejected (429) while saturated",
+         "4xx ratio >= throttled_4xx_ratio while the endpoint is saturated (queueing, or load >= saturation_ratio x capacity)",
+         "Make clients retry with exponential backoff; raise min_provisioned_concurrency for baseline traffic and bursts.",
+         "Troubleshooting: queueing (429); Client levers: error handling and retries",
+         ("error_ratio_4xx", "qps", "latency_mean"), _throttled, ("throttled_4xx_ratio", "saturation_ratio", "headroom_ratio")),
+    Rule("latency_high", "warning", "Latency percentile above target",
+         "a latency check (P50, P90 or P99) is breached; the detail says whether queueing explains it",
+         "If queueing: add capacity. Otherwise: smaller/quantized/pruned model, move heavy pre/post-processing out, keep payloads small.",
+         "Latency: check for queueing; optimise the model or the client; Model levers",
+         ("latency_p99",), _latency_high, ("targets latency_p50/p90/p99",)),
+    Rule("concurrency_undersized", "warning", "Required concurrency exceeds provisioned capacity",
+         "QPS x mean service time > the configured max provisioned concurrency (or current provisioned)",
+         "Raise max_provisioned_concurrency to the number in the detail (required x (1 + headroom)); confirm with a load test.",
+         "Provisioned concurrency: required = QPS x latency; maximum high enough for spikes",
+         ("qps", "latency_mean"), _concurrency_undersized, ("headroom_ratio",)),
+    Rule("concurrency_oversized", "info", "Provisioned concurrency far above need (cost)",
+         "provisioned concurrency > oversize_factor x the busiest minute's need, for sustained_polls polls",
+         "Lower min/max provisioned concurrency to the numbers in the detail to cut cost.",
+         "Cost: serve for less while keeping the targets; Provisioned concurrency: maximum under cost control",
+         ("qps_max", "latency_mean", "provisioned_concurrency"), _concurrency_oversized,
+         ("oversize_factor", "headroom_ratio"), sustained=True),
+    Rule("autoscaling_disabled", "warning", "Autoscaling off while load varies or queues",
+         "every served entity has min = max provisioned concurrency (no scale-to-zero) while busiest/quietest minute QPS >= variable_load_ratio or requests queue",
+         "Enable autoscaling: min for the baseline, max for peaks (numbers in the detail).",
+         "Provisioned concurrency: enable autoscaling so capacity follows demand",
+         ("config", "qps_min", "qps_max"), _autoscaling_disabled, ("variable_load_ratio", "headroom_ratio")),
+    Rule("route_optimization_recommended", "warning", "Route optimization recommended",
+         "a custom-model endpoint without route optimization serves > route_optimization_qps QPS or has a P50 target <= strict_latency_seconds",
+         "Enable route optimization; clients must then use OAuth tokens (service principal), not personal access tokens.",
+         "Route optimization: workloads over 200 QPS, strict latency; custom models only; OAuth only",
+         ("config", "qps"), _route_optimization, ("route_optimization_qps", "strict_latency_seconds")),
+    Rule("cpu_high", "warning", "CPU above target",
+         "the CPU-utilisation check is breached",
+         "Move to a larger instance type/size or raise provisioned concurrency.",
+         "CPU/memory use: move to a larger instance type or raise concurrency", ("cpu_ratio",), _cpu_high,
+         ("target cpu_utilization_ratio",)),
+    Rule("memory_high", "warning", "Memory above target",
+         "the memory-utilisation check is breached",
+         "Move to a larger instance type or raise provisioned concurrency; a smaller model uses less.",
+         "CPU/memory use: move to a larger instance type or raise concurrency", ("memory_ratio",), _memory_high,
+         ("target memory_utilization_ratio",)),
+    Rule("gpu_recommended", "info", "Compute-bound on CPU: consider a GPU",
+         "a CPU workload breaches a latency target while CPU is at or above its target and requests do not queue",
+         "Move the model to a GPU workload, or make it lighter (quantization, pruning).",
+         "Instance type: move to GPU when inference latency is high or the model needs specialised compute",
+         ("config", "latency_p99", "cpu_ratio"), _gpu_recommended, ("target cpu_utilization_ratio",)),
+    Rule("gpu_underused", "info", "GPU mostly idle (cost)",
+         "a GPU workload averages GPU use below gpu_idle_ratio, for sustained_polls polls",
+         "Serve on CPU if latency allows, choose a smaller GPU, or scale to zero outside production.",
+         "Instance type: start on CPU; GPUs cost more", ("config", "gpu_ratio"), _gpu_underused, ("gpu_idle_ratio",),
+         sustained=True),
+    Rule("scale_to_zero_in_production", "warning", "Scale-to-zero on a production or latency-bound endpoint",
+         "scale-to-zero is enabled on an endpoint tagged as production (production_tags) or with a latency target",
+         "Disable scale-to-zero and keep a minimum provisioned concurrency for baseline traffic.",
+         "Production readiness; Provisioned concurrency: minimum for baseline traffic", ("config",), _scale_to_zero,
+         ("production_tags",)),
+    Rule("external_dependency_suspected", "warning", "Slow with idle CPU and no queue: external calls suspected",
+         "a latency check is breached while CPU (and GPU, if any) < low_cpu_ratio and queue depth is within target",
+         "Measure the latency and errors of each external call, watch their rate limits, cache frequently read data.",
+         "Troubleshooting: external API bottlenecks", ("latency_p99", "cpu_ratio"), _external_dependency, ("low_cpu_ratio",)),
+    Rule("concurrency_limit_near", "warning", "Near the per-entity provisioned-concurrency limit",
+         "the busiest minute's need per served entity, or a configured maximum, reaches concurrency_limit_ratio x concurrency_limit",
+         "Split traffic over more served entities or endpoints, or cut latency.",
+         "Route optimization limits: provisioned concurrency 1,024 per served entity",
+         ("config",), _concurrency_limit_near, ("concurrency_limit", "concurrency_limit_ratio")),
+    Rule("client_batching_suggested", "info", "Many light requests: batch on the client",
+         "QPS >= batching_qps with mean service time < light_request_seconds",
+         "Batch several inputs per request on the client; reuse connections (connection pooling).",
+         "Model levers: batching; Client levers: connection pooling, payload size",
+         ("qps", "latency_mean"), _client_batching, ("batching_qps", "light_request_seconds")),
+)
+RULE_IDS = frozenset(r.id for r in RULES)
+
+
+# -- the engine ------------------------------------------------------------------------------
+
+
+@dataclass
+class _RuleState:
+    held: int = 0  # consecutive fresh evaluations where the condition held
+    missed: int = 0  # ... where it did not
+    since_s: float | None = None  # set while active
+    detail: str = ""
+
+
+@dataclass
+class HintMemory:
+    """Per-endpoint hysteresis state, owned by the poller's state for that endpoint."""
+
+    rules: dict[str, _RuleState] = field(default_factory=dict)
+    last_minute_ms: int | None = None
+
+
+def evaluate(settings: Remediation, info: EndpointInfo, figures: Figures, checks: tuple[Check, ...],
+             targets: dict[str, float | None], memory: HintMemory, *, metrics_fresh: bool,
+             config_fresh: bool, now_s: float) -> tuple[Hint, ...]:
+    """Advance every rule's hysteresis by one poll and return the active hints."""
+    new_minute = metrics_fresh and figures.latest_minute_ms is not None and figures.latest_minute_ms != memory.last_minute_ms
+    if new_minute:
+        memory.last_minute_ms = figures.latest_minute_ms
+    thresholds, disabled = settings.for_endpoint(info)
+    ctx = Context(info, figures, {c.name: c for c in checks}, targets, thresholds)
+    for rule in RULES:
+        state = memory.rules.setdefault(rule.id, _RuleState())
+        if rule.id in disabled:
+            memory.rules[rule.id] = _RuleState()
+            continue
+        fresh = (new_minute if rule.uses_metrics else True) and (config_fresh if "config" in rule.needs else True)
+        if not fresh:
+            continue  # no new data: nothing changes
+        detail = rule.detail(ctx) if _present(rule, ctx) else None
+        fire_after = settings.sustained_polls if rule.sustained else settings.fire_after_polls
+        if detail is not None:
+            state.held, state.missed, state.detail = state.held + 1, 0, detail
+            if state.since_s is None and state.held >= fire_after:
+                state.since_s = now_s
+        else:
+            state.held, state.missed = 0, state.missed + 1
+            if state.since_s is not None and state.missed >= settings.clear_after_polls:
+                state.since_s = None
+    return tuple(Hint(r.id, r.severity, r.summary, memory.rules[r.id].detail, memory.rules[r.id].since_s)  # type: ignore[arg-type]
+                 for r in RULES if memory.rules[r.id].since_s is not None)
+
+
+def conditions_now(settings: Remediation, info: EndpointInfo, figures: Figures, checks: tuple[Check, ...],
+                   targets: dict[str, float | None]) -> tuple[tuple[Rule, str], ...]:
+    """Rules whose condition holds on these figures, without hysteresis (for one-shot commands)."""
+    thresholds, disabled = settings.for_endpoint(info)
+    ctx = Context(info, figures, {c.name: c for c in checks}, targets, thresholds)
+    found = []
+    for rule in RULES:
+        if rule.id not in disabled and _present(rule, ctx):
+            detail = rule.detail(ctx)
+            if detail is not None:
+                found.append((rule, detail))
+    return tuple(found)
+
+
+def recommend(settings: Remediation, info: EndpointInfo, figures: Figures, checks: tuple[Check, ...],
+              targets: dict[str, float | None]) -> Recommendation | None:
+    """Provisioned concurrency the window supports: min for the quietest minute, max for the busiest."""
+    thresholds, _ = settings.for_endpoint(info)
+    ctx = Context(info, figures, {c.name: c for c in checks}, targets, thresholds)
+    base, peak = ctx.need(figures.qps_min), ctx.need(figures.qps_max)
+    if base is None or peak is None:
+        return None
+    low = ctx.suggest(base)
+    basis = (f"QPS {figures.qps_min:.3g}–{figures.qps_max:.3g} per minute over {figures.minutes} min × "
+             f"{ctx.service_time:.3g} s mean service time, +{100 * thresholds.headroom_ratio:g}% headroom")
+    return Recommendation(min_concurrency=low, max_concurrency=max(low, ctx.suggest(peak)), basis=basis)
+
+
+def _present(rule: Rule, ctx: Context) -> bool:
+    return all(ctx.info.detailed if n == "config" else getattr(ctx.figures, n) is not None for n in rule.needs)
+
+
+# -- docs/remediation.md ---------------------------------------------------------------------
+
+
+def markdown() -> str:
+    defaults = Thresholds()
+    remediation = Remediation()
+    lines = [
+        "# Remediation hints",
+        "",
+        "<!-- Generated from exporter/rules.py by `python -m exporter.rules > docs/remediation.md`; CI checks it is current. -->",
+        "",
+        "Each rule turns an action from the serving guide into a hint with the endpoint's own numbers. A hint fires after",
+        f"its condition held for `remediation.fire_after_polls` ({remediation.fire_after_polls}) consecutive polls with new data",
+        f"(`sustained_polls`, {remediation.sustained_polls}, for cost hints) and clears after `clear_after_polls`",
+        f"({remediation.clear_after_polls}) polls without it. Missing data never fires a rule; stale data changes nothing.",
+        "Hints appear in `/api/v1/endpoints` (`hints`), as `model_serving_remediation{endpoint,rule,severity} 1`, and in",
+        "`serving-exporter recommend`. Disable rules with `remediation.disabled` or per endpoint in `remediation.overrides`.",
+        "",
+        "| rule | severity | summary |",
+        "|---|---|---|",
+        *[f"| [`{r.id}`](#{r.id}) | {r.severity} | {r.summary} |" for r in RULES],
+        "",
+    ]
+    for r in RULES:
+        used = []
+        for name in r.thresholds:
+            value = getattr(defaults, name, None)
+            used.append(f"`{name}` = {value}" if value is not None else name)
+        lines += [
+            f"## {r.id}",
+            "",
+            f"**{r.severity}** — {r.summary}.",
+            "",
+            f"- **Fires when** {r.when}{' (sustained)' if r.sustained else ''}.",
+            f"- **What to do:** {r.action}",
+            f"- **Serving-guide action:** {r.guide}.",
+            f"- **Needs:** {', '.join('the detailed endpoint configuration' if n == 'config' else f'`{n}`' for n in r.needs)}.",
+            f"- **Thresholds:** {', '.join(used) if used else 'none'}.",
+            "",
+        ]
+    lines += ["## Thresholds", "", "Set under `remediation.thresholds` (globally) or `remediation.overrides[].thresholds`.", "",
+              "| key | default | meaning |", "|---|---|---|"]
+    for name, info in Thresholds.model_fields.items():
+        lines.append(f"| `{name}` | `{getattr(defaults, name)}` | {info.description} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown())
