@@ -86,6 +86,7 @@ class Rule:
     severity: Severity
     summary: str  # static: safe as a label, stable across polls
     when: str  # docs: the condition in words
+    why: str  # docs: why it matters
     action: str  # docs: what to do
     guide: str  # docs: the serving-guide action this implements
     needs: tuple[str, ...]  # Figures attributes that must be present; "config" = detailed configuration
@@ -156,8 +157,13 @@ def _queueing(c: Context) -> str | None:
     how = "measured from queue time" if f.queue_depth_method == "queue_time" else "estimated from load against capacity"
     need = c.need(f.qps_max if f.qps_max is not None else f.qps)
     text = f"queue depth {f.queue_depth:.1f} ({how}) over its target {c.targets['queue_depth']:g}"
-    if need is not None:
-        text += f": the busiest minute needs {need:.1f} concurrent requests against {c.capacity or 0:g} provisioned — raise max_provisioned_concurrency to at least {c.suggest(need)}"
+    cap = c.capacity
+    if need is not None and cap and c.suggest(need) > cap:
+        text += (f": the busiest minute needs {need:.1f} concurrent requests against at most {cap:g} — raise "
+                 f"max_provisioned_concurrency to at least {c.suggest(need)}")
+    elif need is not None:
+        text += (f" although the maximum ({cap or 0:g}) covers the busiest minute's {need:.1f}: autoscaling lags bursts — "
+                 f"raise min_provisioned_concurrency to at least {c.suggest(need)} and make clients retry with backoff")
     if c.autoscaling_off:
         text += "; autoscaling is off (min = max): enable it so capacity follows demand"
     return text
@@ -256,8 +262,12 @@ def _scale_to_zero(c: Context) -> str | None:
     if not (c.production or latency_target):
         return None
     why = "is tagged production" if c.production else "has a latency target"
-    return (f"scale-to-zero is on although the endpoint {why}: the first request after idle waits for a cold start — "
-            "disable scale-to-zero and keep a minimum provisioned concurrency for the baseline")
+    p99 = c.targets.get("latency_p99")
+    target = f" (P99 target {_s(p99)})" if p99 is not None else ""
+    base = c.need(c.figures.qps_min)
+    keep = f" of at least {c.suggest(base)}" if base is not None else ""
+    return (f"scale-to-zero is on although the endpoint {why}{target}: the first request after idle waits for a cold "
+            f"start — disable scale-to-zero and keep a minimum provisioned concurrency{keep} for the baseline")
 
 
 def _not_ready(c: Context) -> str | None:
@@ -308,84 +318,101 @@ def _client_batching(c: Context) -> str | None:
 RULES: tuple[Rule, ...] = (
     Rule("endpoint_not_ready", "critical", "Endpoint is not ready or its last deployment failed",
          "state.ready is not READY, config_update is UPDATE_FAILED/UPDATE_CANCELED, or a served entity's deployment is FAILED/ABORTED",
+         "An endpoint that is not ready, or whose last update failed, serves an old configuration or nothing at all.",
          "Read the build and service logs of the failed deployment, fix the model or configuration, redeploy.",
          "Production readiness", ("config",), _not_ready),
     Rule("errors_high", "critical", "Error ratio above target",
          "the error-ratio check is breached (4xx + 5xx over requests, window)",
+         "Failed requests are failed predictions; the split by status class tells a broken model (5xx) from missing capacity (429).",
          "5xx-led: read the service logs and the model's errors. 429-led while saturated: a capacity problem — raise concurrency.",
          "Error rate: read the service logs; check for capacity problems", ("error_ratio",), _errors_high, ("target error_ratio",)),
     Rule("queueing", "critical", "Requests are queueing",
          "the queue-depth check is breached",
+         "Queued requests wait before they are served, so latency rises; past a threshold the platform answers 429.",
          "Raise provisioned concurrency (the detail gives the number for the busiest minute) or enable autoscaling.",
          "Queue depth: raise provisioned concurrency or enable autoscaling; Troubleshooting: queueing",
          ("queue_depth",), _queueing, ("target queue_depth", "headroom_ratio")),
     Rule("throttled", "warning", "Requests rejected (429) while saturated",
          "4xx ratio >= throttled_4xx_ratio while the endpoint is saturated (queueing, or load >= saturation_ratio x capacity)",
+         "429s mean the endpoint protects itself from more load than it can serve; clients without backoff make it worse.",
          "Make clients retry with exponential backoff; raise min_provisioned_concurrency for baseline traffic and bursts.",
          "Troubleshooting: queueing (429); Client levers: error handling and retries",
          ("error_ratio_4xx", "qps", "latency_mean"), _throttled, ("throttled_4xx_ratio", "saturation_ratio", "headroom_ratio")),
     Rule("latency_high", "warning", "Latency percentile above target",
          "a latency check (P50, P90 or P99) is breached; the detail says whether queueing explains it",
+         "Latency is what the application feels; queueing and slow serving need opposite fixes, so the detail says which it is.",
          "If queueing: add capacity. Otherwise: smaller/quantized/pruned model, move heavy pre/post-processing out, keep payloads small.",
          "Latency: check for queueing; optimise the model or the client; Model levers",
          ("latency_p99",), _latency_high, ("targets latency_p50/p90/p99",)),
     Rule("concurrency_undersized", "warning", "Required concurrency exceeds provisioned capacity",
          "QPS x mean service time > the configured max provisioned concurrency (or current provisioned)",
+         "Little's law: QPS x service time requests are in flight; with fewer slots than that, requests queue or are rejected.",
          "Raise max_provisioned_concurrency to the number in the detail (required x (1 + headroom)); confirm with a load test.",
          "Provisioned concurrency: required = QPS x latency; maximum high enough for spikes",
          ("qps", "latency_mean"), _concurrency_undersized, ("headroom_ratio",)),
     Rule("concurrency_oversized", "info", "Provisioned concurrency far above need (cost)",
          "provisioned concurrency > oversize_factor x the busiest minute's need, for sustained_polls polls",
+         "Provisioned concurrency is paid for whether used or not.",
          "Lower min/max provisioned concurrency to the numbers in the detail to cut cost.",
          "Cost: serve for less while keeping the targets; Provisioned concurrency: maximum under cost control",
          ("qps_max", "latency_mean", "provisioned_concurrency"), _concurrency_oversized,
          ("oversize_factor", "headroom_ratio"), sustained=True),
     Rule("autoscaling_disabled", "warning", "Autoscaling off while load varies or queues",
          "every served entity has min = max provisioned concurrency (no scale-to-zero) while busiest/quietest minute QPS >= variable_load_ratio or requests queue",
+         "With min = max, capacity cannot follow demand: peaks queue and quiet periods waste capacity.",
          "Enable autoscaling: min for the baseline, max for peaks (numbers in the detail).",
          "Provisioned concurrency: enable autoscaling so capacity follows demand",
          ("config", "qps_min", "qps_max"), _autoscaling_disabled, ("variable_load_ratio", "headroom_ratio")),
     Rule("route_optimization_recommended", "warning", "Route optimization recommended",
          "a custom-model endpoint without route optimization serves > route_optimization_qps QPS or has a P50 target <= strict_latency_seconds",
+         "A standard endpoint serves about 200 QPS per workspace; route optimization lifts that to 50,000+ and cuts overhead.",
          "Enable route optimization; clients must then use OAuth tokens (service principal), not personal access tokens.",
          "Route optimization: workloads over 200 QPS, strict latency; custom models only; OAuth only",
          ("config", "qps"), _route_optimization, ("route_optimization_qps", "strict_latency_seconds")),
     Rule("cpu_high", "warning", "CPU above target",
          "the CPU-utilisation check is breached",
+         "Above 80% CPU there is no room for bursts; latency grows as the instance saturates.",
          "Move to a larger instance type/size or raise provisioned concurrency.",
          "CPU/memory use: move to a larger instance type or raise concurrency", ("cpu_ratio",), _cpu_high,
          ("target cpu_utilization_ratio",)),
     Rule("memory_high", "warning", "Memory above target",
          "the memory-utilisation check is breached",
+         "Above 80% memory a burst or a large payload risks running out of memory.",
          "Move to a larger instance type or raise provisioned concurrency; a smaller model uses less.",
          "CPU/memory use: move to a larger instance type or raise concurrency", ("memory_ratio",), _memory_high,
          ("target memory_utilization_ratio",)),
     Rule("gpu_recommended", "info", "Compute-bound on CPU: consider a GPU",
          "a CPU workload breaches a latency target while CPU is at or above its target and requests do not queue",
+         "A compute-bound model on a saturated CPU stays slow whatever the concurrency; a GPU speeds up heavy models.",
          "Move the model to a GPU workload, or make it lighter (quantization, pruning).",
          "Instance type: move to GPU when inference latency is high or the model needs specialised compute",
          ("config", "latency_p99", "cpu_ratio"), _gpu_recommended, ("target cpu_utilization_ratio",)),
     Rule("gpu_underused", "info", "GPU mostly idle (cost)",
          "a GPU workload averages GPU use below gpu_idle_ratio, for sustained_polls polls",
+         "GPU instances cost far more than CPU ones; an idle GPU is money spent for nothing.",
          "Serve on CPU if latency allows, choose a smaller GPU, or scale to zero outside production.",
          "Instance type: start on CPU; GPUs cost more", ("config", "gpu_ratio"), _gpu_underused, ("gpu_idle_ratio",),
          sustained=True),
     Rule("scale_to_zero_in_production", "warning", "Scale-to-zero on a production or latency-bound endpoint",
          "scale-to-zero is enabled on an endpoint tagged as production (production_tags) or with a latency target",
+         "After scaling to zero, the next request waits for a cold start: latency spikes a production user notices.",
          "Disable scale-to-zero and keep a minimum provisioned concurrency for baseline traffic.",
          "Production readiness; Provisioned concurrency: minimum for baseline traffic", ("config",), _scale_to_zero,
          ("production_tags",)),
     Rule("external_dependency_suspected", "warning", "Slow with idle CPU and no queue: external calls suspected",
          "a latency check is breached while CPU (and GPU, if any) < low_cpu_ratio and queue depth is within target",
+         "Slow requests on an idle, unqueued endpoint spend their time waiting, typically on external calls.",
          "Measure the latency and errors of each external call, watch their rate limits, cache frequently read data.",
          "Troubleshooting: external API bottlenecks", ("latency_p99", "cpu_ratio"), _external_dependency, ("low_cpu_ratio",)),
     Rule("concurrency_limit_near", "warning", "Near the per-entity provisioned-concurrency limit",
          "the busiest minute's need per served entity, or a configured maximum, reaches concurrency_limit_ratio x concurrency_limit",
+         "Provisioned concurrency cannot exceed 1,024 per served entity; beyond it the endpoint cannot scale further.",
          "Split traffic over more served entities or endpoints, or cut latency.",
          "Route optimization limits: provisioned concurrency 1,024 per served entity",
          ("config",), _concurrency_limit_near, ("concurrency_limit", "concurrency_limit_ratio")),
     Rule("client_batching_suggested", "info", "Many light requests: batch on the client",
          "QPS >= batching_qps with mean service time < light_request_seconds",
+         "For light requests the fixed per-request overhead dominates; batching several inputs per call removes most of it.",
          "Batch several inputs per request on the client; reuse connections (connection pooling).",
          "Model levers: batching; Client levers: connection pooling, payload size",
          ("qps", "latency_mean"), _client_batching, ("batching_qps", "light_request_seconds")),
@@ -509,6 +536,7 @@ def markdown() -> str:
             f"**{r.severity}** — {r.summary}.",
             "",
             f"- **Fires when** {r.when}{' (sustained)' if r.sustained else ''}.",
+            f"- **Why:** {r.why}",
             f"- **What to do:** {r.action}",
             f"- **Serving-guide action:** {r.guide}.",
             f"- **Needs:** {', '.join('the detailed endpoint configuration' if n == 'config' else f'`{n}`' for n in r.needs)}.",

@@ -77,3 +77,24 @@ def test_run_once_against_the_simulator_prints_the_snapshot(capsys, monkeypatch)
     snapshot = json.loads(capsys.readouterr().out)
     assert snapshot["ready"] and len(snapshot["endpoints"]) == 7
     assert DEMO_TOKEN not in json.dumps(snapshot)
+
+
+def test_recommend_one_shot_against_the_simulator(capsys, monkeypatch):
+    from exporter.simulator import DEMO_TOKEN, SimulatorServer, build_demo_workspace
+
+    with SimulatorServer(build_demo_workspace()) as server:
+        monkeypatch.setenv("DATABRICKS_HOST", server.url)
+        monkeypatch.setenv("DATABRICKS_TOKEN", DEMO_TOKEN)
+        assert main(["recommend", "recommender", "--log-level", "WARNING"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("recommender  (provisioned now 12")
+        assert "recommended provisioned concurrency: min" in out and "queueing:" in out
+        assert main(["recommend", "no-such-endpoint", "--log-level", "WARNING"]) == 1
+        assert main(["recommend", "--json", "--log-level", "WARNING"]) == 0
+        parsed = json.loads(capsys.readouterr().out)
+        assert {e["name"] for e in parsed} >= {"recommender", "fraud-scorer"}
+
+
+def test_recommend_reports_an_unreachable_exporter(capsys):
+    assert main(["recommend", "--exporter", "http://127.0.0.1:9", "--log-level", "WARNING"]) == 1
+    assert "cannot read http://127.0.0.1:9/api/v1/endpoints" in capsys.readouterr().err

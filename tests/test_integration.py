@@ -245,3 +245,17 @@ def _ok(url: str) -> bool:
         return requests.get(url, timeout=2).status_code == 200
     except requests.RequestException:
         return False
+
+
+def test_demo_shows_at_least_eight_distinct_hints_with_numbers(stack: Stack):
+    def active() -> dict[str, str]:
+        return {h["id"]: h["detail"] for e in stack.api()["endpoints"] for h in e["hints"]}
+
+    hints = wait_for(lambda: (lambda found: found if len(found) >= 8 else None)(active()), timeout=30,
+                     what="eight distinct remediation rules")
+    assert all(any(ch.isdigit() for ch in detail) for rule, detail in hints.items() if rule != "endpoint_not_ready")
+    rules_on_metrics = {dict(labels)["rule"] for name, labels in stack.scrape() if name == "model_serving_remediation"}
+    assert set(hints) <= rules_on_metrics | set(active())
+    assert {"queueing", "errors_high", "route_optimization_recommended", "cpu_high"} <= rules_on_metrics
+    recommender = next(e for e in stack.api()["endpoints"] if e["name"] == "recommender")
+    assert recommender["recommendation"]["max_concurrency"] > 12  # more than its fixed 12 today
