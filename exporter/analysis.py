@@ -8,7 +8,8 @@ output is immutable. Definitions (also in docs/metrics.md):
 - latency percentiles: PromQL `histogram_quantile` over the window's merged histogram.
 - required concurrency = QPS × mean latency (Little's law: requests in flight).
 - queue depth, measured: arrival rate × mean `model_queue_time_ms` (Little's law);
-  estimated (no queue-time metric): max(0, QPS × mean latency − provisioned concurrency).
+  estimated (no queue-time metric): per minute max(0, QPS × mean latency − provisioned
+  concurrency), averaged over the window.
 """
 
 from __future__ import annotations
@@ -44,15 +45,20 @@ def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: f
         provisioned = configured_capacity
     required = qps * mean_latency if qps is not None and mean_latency is not None else None
 
-    queue_depth, method = None, None
-    queue = _merge([m.queue_time for m in rows])
-    queue_wait = queue.mean if queue is not None else None
-    if queue is not None and queue.mean is not None and span_s:
-        queue_depth, method = (queue.count / span_s) * queue.mean, "queue_time"
-    elif queue is not None and queue.count == 0:
-        queue_depth, method = 0.0, "queue_time"
-    elif required is not None and provisioned is not None:
-        queue_depth, method = max(0.0, required - provisioned), "estimated"
+    queue_depth, method, queue_wait = None, None, None
+    queued = [m.queue_time for m in rows if m.queue_time is not None]
+    if queued:
+        # Little's law over the minutes that report queue time: arrivals/s x mean wait = total wait / span.
+        waited, count = sum(h.sum for h in queued), sum(h.count for h in queued)
+        queue_depth, method = waited / (60.0 * len(queued)), "queue_time"
+        queue_wait = waited / count if count else None
+    else:
+        # Per minute, so that a scale-up late in the window does not hide the queue before it.
+        excess = [max(0.0, m.requests / 60.0 * m.latency.mean - cap) for m in rows
+                  if m.requests is not None and m.latency is not None and m.latency.mean is not None
+                  and (cap := m.provisioned_concurrency if m.provisioned_concurrency is not None else configured_capacity) is not None]
+        if excess:
+            queue_depth, method = sum(excess) / len(excess), "estimated"
 
     return Figures(
         minutes=len(rows),

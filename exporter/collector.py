@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 
 SERIES = ["endpoint", "served_entity"]  # served_entity is "" for the endpoint as a whole
 QUEUE_HELP = (
-    "Requests waiting for a free slot, averaged over the window. method=\"queue_time\": measured by Little's law "
-    "(arrival rate x mean model_queue_time_ms); method=\"estimated\": max(0, QPS x mean latency - provisioned "
-    "concurrency), used when the platform reports no queue time."
+    "Requests waiting for a free slot, averaged over the window: measured by Little's law (arrival rate x mean "
+    "model_queue_time_ms) when the platform reports queue time, else estimated per minute as max(0, QPS x mean "
+    "latency - provisioned concurrency). model_serving_queue_depth_method says which."
 )
 # Gauge families: name -> (help, Figures attribute).
 GAUGES = {
@@ -59,15 +59,19 @@ class ServingCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
-        fam = _Families()
+        fam, errors = _Families(), 0
         for report in snap.endpoints:
+            one = _Families()  # rendered apart, so a failure leaves none of the endpoint's series behind
             try:
-                fam.add_endpoint(report)
-            except Exception:  # render the others; the failure shows in the log and the counter
+                one.add_endpoint(report)
+            except Exception:  # render the others; the failure shows in the log and the gauge
                 log.exception("cannot render endpoint %s", report.info.name)
-                fam.render_errors += 1
+                errors += 1
+                continue
+            for into, family in zip(fam.all(), one.all()):
+                into.samples.extend(family.samples)
         yield from fam.all()
-        yield from _exporter_families(snap, fam.render_errors)
+        yield from _exporter_families(snap, errors)
 
 
 class _Families:
@@ -76,7 +80,8 @@ class _Families:
         self.gauges = {name: g(name, help_, labels=SERIES) for name, (help_, _) in GAUGES.items()}
         self.latency = g("model_serving_latency_seconds", "Latency percentile over the analysis window, computed as PromQL histogram_quantile does.", labels=SERIES + ["percentile"])
         self.error_class = g("model_serving_error_ratio_by_class", "Share of requests answered with this status class over the window.", labels=SERIES + ["class"])
-        self.queue = g("model_serving_queue_depth", QUEUE_HELP, labels=SERIES + ["method"])
+        self.queue = g("model_serving_queue_depth", QUEUE_HELP, labels=SERIES)
+        self.queue_method = g("model_serving_queue_depth_method", "1 for the method behind model_serving_queue_depth: queue_time (measured) or estimated.", labels=SERIES + ["method"])
         self.configured = g("model_serving_configured_concurrency", "Configured min/max provisioned concurrency of a served entity, where its configuration sets them.", labels=SERIES + ["bound"])
         self.coverage = g("model_serving_window_coverage_seconds", "Source data in the analysis window: received minutes x 60 (0: no data yet).", labels=SERIES)
         self.minute_ts = g("model_serving_last_minute_timestamp_seconds", "Start of the newest source minute received.", labels=SERIES)
@@ -85,9 +90,9 @@ class _Families:
         self.remediation = g("model_serving_remediation", "1 while a remediation hint is active for the endpoint (rule ids: docs/remediation.md; details: /api/v1/endpoints).", labels=["endpoint", "rule", "severity"])
         self.recommended = g("model_serving_recommended_concurrency", "Provisioned concurrency the window supports: min for the quietest minute, max for the busiest, with headroom.", labels=["endpoint", "bound"])
         self.ready = g("model_serving_endpoint_ready", "1 when the endpoint is READY and its served entities are deployed.", labels=["endpoint"])
+        # Only labels that change with the configuration; state lives in model_serving_endpoint_ready.
         self.info = InfoMetricFamily("model_serving_endpoint", "Endpoint configuration.", labels=[
-            "endpoint", "endpoint_id", "state_ready", "config_update", "workload_type", "route_optimized",
-            "scale_to_zero", "task", "kind"])
+            "endpoint", "endpoint_id", "workload_type", "route_optimized", "scale_to_zero", "task", "kind"])
         self.entity_info = InfoMetricFamily("model_serving_served_entity", "Served entity configuration.", labels=[
             "endpoint", "served_entity", "entity_name", "entity_version", "workload_type", "workload_size",
             "deployment_state", "kind"])
@@ -97,7 +102,6 @@ class _Families:
         self.up = g("model_serving_exporter_up", "1 when the last metrics fetch for the endpoint succeeded.", labels=["endpoint"])
         self.last_success = g("model_serving_exporter_last_success_timestamp_seconds", "Time of the last successful metrics fetch for the endpoint.", labels=["endpoint"])
         self.fetch_duration = g("model_serving_exporter_fetch_duration_seconds", "Duration of the endpoint's last metrics fetch.", labels=["endpoint"])
-        self.render_errors = 0
 
     def add_endpoint(self, report: EndpointReport) -> None:
         info, name = report.info, report.info.name
@@ -110,8 +114,7 @@ class _Families:
         self.ready.add_metric([name], float(info.ready == "READY" and all(
             e.deployment_state in (None, "DEPLOYMENT_READY") for e in info.served_entities)))
         self.info.add_metric([name], {
-            "endpoint_id": info.id or "", "state_ready": info.ready or "", "config_update": info.config_update or "",
-            "workload_type": info.workload_type or "", "route_optimized": _flag(info.route_optimized),
+            "endpoint_id": info.id or "", "workload_type": info.workload_type or "", "route_optimized": _flag(info.route_optimized),
             "scale_to_zero": _flag(any(e.scale_to_zero_enabled for e in info.served_entities) if info.detailed else None),
             "task": info.task or "", "kind": info.kind,
         })
@@ -154,7 +157,8 @@ class _Families:
             if value is not None:
                 self.error_class.add_metric(labels + [cls], value)
         if f.queue_depth is not None:
-            self.queue.add_metric(labels + [f.queue_depth_method or "estimated"], f.queue_depth)
+            self.queue.add_metric(labels, f.queue_depth)
+            self.queue_method.add_metric(labels + [f.queue_depth_method or "estimated"], 1.0)
         for check in series.checks:
             if check.evaluated:
                 self.breached.add_metric(labels + [check.name], 1.0 if check.breached else 0.0)
@@ -168,7 +172,7 @@ class _Families:
 
     def all(self) -> Iterator[Metric]:
         yield from self.gauges.values()
-        yield from (self.latency, self.error_class, self.queue, self.configured, self.coverage, self.minute_ts,
+        yield from (self.latency, self.error_class, self.queue, self.queue_method, self.configured, self.coverage, self.minute_ts,
                     self.target, self.breached, self.remediation, self.recommended, self.ready, self.info, self.entity_info, self.requests,
                     self.errors, self.duration, self.up, self.last_success, self.fetch_duration)
 
@@ -193,7 +197,7 @@ def _exporter_families(snap: Snapshot, render_errors: int) -> Iterator[Metric]:
     for result in ("success", "list_failed"):
         polls.add_metric([result], snap.polls.get(result, 0.0))
     yield polls
-    errors = CounterMetricFamily("model_serving_exporter_fetch_errors", "Failures by endpoint, call (detail, metrics; poll for an unexpected internal error) and reason.", labels=["endpoint", "call", "reason"])
+    errors = CounterMetricFamily("model_serving_exporter_fetch_errors", "Failures by endpoint, call (detail, metrics) and reason (HTTP status class, timeout, parse_error, deadline, ...).", labels=["endpoint", "call", "reason"])
     for (endpoint, call, reason), n in sorted(snap.fetch_errors.items()):
         errors.add_metric([endpoint, call, reason], n)
     yield errors

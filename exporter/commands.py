@@ -10,6 +10,7 @@ import sys
 import requests
 
 from .config import Settings, parse_listen
+from .model import Snapshot
 from .daemon import Daemon, run_until_signalled
 from .poller import Poller
 from .rules import conditions_now
@@ -25,18 +26,28 @@ def _source(settings: Settings, **auth: object) -> DatabricksSource:
     return DatabricksSource(factory)
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def _poll_once(settings: Settings) -> Snapshot | None:
+    """One poll of the configured workspace, or None (reported on stderr) if it could not be listed."""
+    source = _source(settings, host=settings.databricks.host, profile=settings.databricks.profile)
+    poller = Poller(source, settings)
     try:
-        source = _source(settings, host=settings.databricks.host, profile=settings.databricks.profile)
-    except ValueError as exc:  # the SDK found no usable credentials; its message masks secrets
-        print(f"serving-exporter: cannot authenticate to Databricks: {exc}", file=sys.stderr)
-        return 2
-    if args.once:
-        poller = Poller(source, settings)
         snap = poller.poll()
+    finally:
         poller.close()
+    if not snap.ready:
+        print(f"serving-exporter: listing endpoints failed: {poller.last_list_error}", file=sys.stderr)
+        return None
+    return snap
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.once:
+        snap = _poll_once(settings)
+        if snap is None:
+            return 1
         print(json.dumps(snapshot_json(snap), indent=1))
-        return 0 if snap.polls.get("success") else 1
+        return 0
+    source = _source(settings, host=settings.databricks.host, profile=settings.databricks.profile)
     daemon = Daemon(settings, source).start()
     run_until_signalled(daemon.stop)
     return 0
@@ -52,14 +63,9 @@ def recommend(args: argparse.Namespace, settings: Settings) -> int:
             print(f"serving-exporter: cannot read {args.exporter}/api/v1/endpoints: {exc}", file=sys.stderr)
             return 1
     else:
-        try:
-            source = _source(settings, host=settings.databricks.host, profile=settings.databricks.profile)
-        except ValueError as exc:
-            print(f"serving-exporter: cannot authenticate to Databricks: {exc}", file=sys.stderr)
-            return 2
-        poller = Poller(source, settings)
-        snap = poller.poll()
-        poller.close()
+        snap = _poll_once(settings)
+        if snap is None:
+            return 1
         endpoints = snapshot_json(snap)["endpoints"]
         by_name = {r.info.name: r for r in snap.endpoints}
         for entry in endpoints:  # one poll is too short for hysteresis: show the conditions that hold now

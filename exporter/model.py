@@ -281,4 +281,5 @@ class Snapshot:
 
     @property
     def ready(self) -> bool:
-        return self.completed_at_s is not None
+        """Ready once a poll has listed the workspace successfully."""
+        return self.polls.get("success", 0) > 0

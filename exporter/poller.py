@@ -13,7 +13,8 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
 
 from .analysis import analyze, checks
@@ -25,6 +26,8 @@ from .sources import FetchError, Source
 from .window import SeriesWindow, minute_key_of
 
 log = logging.getLogger(__name__)
+
+MAX_CLOCK_SKEW_S = 600  # sample timestamps further ahead of the clock than this are not trusted
 
 
 class EndpointState:
@@ -40,6 +43,27 @@ class EndpointState:
         self.report: EndpointReport | None = None
         self.hints = HintMemory()
         self.listed = False  # whether this poll's listing refreshed the configuration
+        self.last_body: bytes | None = None  # to spot a re-served body when the source sends no timestamps
+        self.busy = False
+        self.lock = threading.Lock()  # guards busy, report, status and errors against the publishing thread
+
+    def begin(self) -> bool:
+        """Claim the endpoint for one poll; False while an earlier poll of it still runs."""
+        with self.lock:
+            if self.busy:
+                return False
+            self.busy = True
+            return True
+
+    def published(self, deadline_s: float) -> tuple[EndpointReport | None, dict[tuple[str, str], float]]:
+        """The report and error counts to publish; an endpoint still busy past the deadline shows as down."""
+        with self.lock:
+            report, errors = self.report, dict(self.errors)
+            if self.busy and report is not None:
+                status = replace(report.status, up=False, last_error=f"deadline: still fetching after {deadline_s:g}s")
+                report = replace(report, status=status)
+                errors[("metrics", "deadline")] = errors.get(("metrics", "deadline"), 0) + 1
+        return report, errors
 
     def window(self, entity: str | None) -> SeriesWindow:
         if entity not in self.windows:
@@ -59,6 +83,7 @@ class Poller:
         self.states: dict[str, EndpointState] = {}
         self.poll_outcomes: Counter[str] = Counter()
         self.discovered = 0
+        self.last_list_error: str | None = None
         self.snapshot = Snapshot(workspace=source.workspace)
         self._pool = ThreadPoolExecutor(max_workers=settings.max_concurrent_requests, thread_name_prefix="poll")
 
@@ -69,28 +94,37 @@ class Poller:
         started = self.clock()
         try:
             listing = self.source.list_endpoints()
-        except FetchError as exc:
-            # Keep polling the endpoints we already know: the list call failing says nothing about them.
-            log.warning("listing endpoints failed (%s): %s", exc.reason, exc)
+        except Exception as exc:  # FetchError, or anything unexpected: the endpoints we know stay polled
+            reason = exc.reason if isinstance(exc, FetchError) else "internal_error"
+            log.warning("listing endpoints failed (%s): %s", reason, exc, exc_info=not isinstance(exc, FetchError))
             self.poll_outcomes["list_failed"] += 1
+            self.last_list_error = f"{reason}: {exc}"
             listing = None
         if listing is not None:
             self.discovered = len(listing)
             self._reconcile([info for info in listing if self.settings.endpoints.selects(info)])
 
         states = list(self.states.values())
-        for future in [self._pool.submit(self._poll_endpoint, state) for state in states]:
-            future.result()  # _poll_endpoint never raises; this only waits
+        # An endpoint still busy from an earlier poll (a hanging request) is not polled twice.
+        running = {s.info.name: self._pool.submit(self._poll_endpoint, s) for s in states if s.begin()}
+        deadline = self.settings.poll_deadline_seconds or 0.8 * self.settings.poll_interval_seconds
+        wait(running.values(), timeout=deadline)
 
         finished = self.clock()
         if listing is not None:
             self.poll_outcomes["success"] += 1
+        reports, errors = [], {}
+        for state in sorted(states, key=lambda s: s.info.name):
+            report, state_errors = state.published(deadline)
+            if report is not None:
+                reports.append(report)
+            errors.update({(state.info.name, call, reason): n for (call, reason), n in state_errors.items()})
         self.snapshot = Snapshot(
-            endpoints=tuple(s.report for s in sorted(states, key=lambda s: s.info.name) if s.report is not None),
+            endpoints=tuple(reports),
             completed_at_s=finished,
             poll_duration_s=finished - started,
             polls=dict(self.poll_outcomes),
-            fetch_errors={(s.info.name, call, reason): n for s in states for (call, reason), n in s.errors.items()},
+            fetch_errors=errors,
             discovered=self.discovered,
             workspace=self.source.workspace,
         )
@@ -122,10 +156,20 @@ class Poller:
         try:
             self._refresh_detail(state)
             self._fetch_metrics(state)
-            state.report = self._report(state)
-        except Exception:  # a bug must not take the other endpoints down with it
+        except Exception as exc:  # a bug must not take the other endpoints down with it
             log.exception("unexpected error polling endpoint %s", state.info.name)
-            state.errors[("poll", "internal_error")] += 1
+            self._failed(state, "internal_error", f"{type(exc).__name__}", self.clock())
+        try:
+            report = self._report(state)
+        except Exception:
+            log.exception("unexpected error analysing endpoint %s", state.info.name)
+            report = None
+        with state.lock:
+            if report is not None:
+                state.report = report
+            elif state.report is not None:  # keep the last figures, but never claim the endpoint is up
+                state.report = replace(state.report, status=replace(state.status, up=False))
+            state.busy = False
 
     def _refresh_detail(self, state: EndpointState) -> None:
         now = self.clock()
@@ -135,7 +179,8 @@ class Poller:
             state.info = self.source.describe(state.info.name)
             state.detail_at = now
         except FetchError as exc:
-            state.errors[("detail", exc.reason)] += 1
+            with state.lock:
+                state.errors[("detail", exc.reason)] += 1
             log.debug("detail of %s failed: %s", state.info.name, exc)
 
     def _fetch_metrics(self, state: EndpointState) -> None:
@@ -146,13 +191,21 @@ class Poller:
             parsed = parse_metrics(body.text, body.content_type, self.settings.max_served_entities)
         except (FetchError, MetricsParseError) as exc:
             reason = exc.reason if isinstance(exc, FetchError) else "parse_error"
-            state.errors[("metrics", reason)] += 1
-            if state.status.up or state.status.last_success_s is None:
-                log.warning("metrics of %s failed (%s): %s", name, reason, exc)
-            state.status = replace(state.status, up=False, last_error=f"{reason}: {exc}"[:300],
-                                   duration_s=self.clock() - started)
+            self._failed(state, reason, str(exc), started)
             return
-        key = minute_key_of(parsed.timestamp_ms, self.minute_clock())
+        now_minute_s = self.minute_clock()
+        timestamp_ms = parsed.timestamp_ms
+        if timestamp_ms is not None and timestamp_ms > (now_minute_s + MAX_CLOCK_SKEW_S) * 1000:
+            # A timestamp far in the future would make every later minute look old: distrust it.
+            log.warning("metrics of %s carry a timestamp %.0fs ahead of the clock; using the clock", name,
+                        timestamp_ms / 1000 - now_minute_s)
+            timestamp_ms = None
+        if timestamp_ms is None:
+            if body.text == state.last_body:
+                self._succeeded(state, started)  # the source re-served the same minute: count it once
+                return
+            state.last_body = body.text
+        key = minute_key_of(timestamp_ms, now_minute_s)
         state.window(None).ingest(key, parsed.endpoint)
         for entity, figures in parsed.entities.items():
             state.window(entity).ingest(key, figures)
@@ -160,10 +213,22 @@ class Poller:
         newest = state.window(None).newest_key or key
         for entity in [e for e, w in state.windows.items() if e is not None and (w.newest_key or 0) <= newest - self.window_minutes]:
             del state.windows[entity]
+        self._succeeded(state, started)
+
+    def _succeeded(self, state: EndpointState, started: float) -> None:
         now = self.clock()
         if not state.status.up and state.status.last_success_s is not None:
-            log.info("metrics of %s recovered", name)
-        state.status = PollStatus(up=True, last_success_s=now, last_error=None, duration_s=now - started)
+            log.info("metrics of %s recovered", state.info.name)
+        with state.lock:
+            state.status = PollStatus(up=True, last_success_s=now, last_error=None, duration_s=now - started)
+
+    def _failed(self, state: EndpointState, reason: str, message: str, started: float) -> None:
+        if state.status.up or state.status.last_success_s is None:
+            log.warning("metrics of %s failed (%s): %s", state.info.name, reason, message)
+        with state.lock:
+            state.errors[("metrics", reason)] += 1
+            state.status = replace(state.status, up=False, last_error=f"{reason}: {message}"[:300],
+                                   duration_s=self.clock() - started)
 
     def _report(self, state: EndpointState) -> EndpointReport:
         info = state.info

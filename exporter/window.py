@@ -23,7 +23,8 @@ class HistogramStream:
 
     With the minute's `request_count_total` (the normal case): a per-minute histogram
     cannot hold more observations than the minute had requests, so a `_count` above
-    requests × 1.05 + 2 (slack for minute-boundary skew) means cumulative; a series
+    requests × 1.05 + 2 (slack for minute-boundary skew; no slack when the minute had
+    no requests at all) means cumulative; a series
     once cumulative stays so while `_count` does not decrease. A decrease ends that:
     the body is then taken as is, which is right for a per-minute series and for a
     cumulative one that just reset (it is the delta since the reset, as PromQL's
@@ -47,7 +48,8 @@ class HistogramStream:
         self._counts = (self._counts + [raw.count])[-self.STREAK:]
         if requests is not None:
             grew = previous is not None and raw.count >= previous.count
-            self.cumulative = raw.count > requests * 1.05 + 2 or (self.cumulative and grew)
+            slack = 2 if requests > 0 else 0  # an idle minute cannot have observations of its own
+            self.cumulative = raw.count > requests * 1.05 + slack or (self.cumulative and grew)
         elif not self.cumulative:
             self.cumulative = self._streak()
         if not self.cumulative:
@@ -73,11 +75,9 @@ class SeriesWindow:
         self.counters = Counters()
 
     def ingest(self, minute_key: int, raw: MinuteFigures) -> bool:
-        """Store one minute; return False (and change nothing) if it was seen before or is too old."""
-        if minute_key in self.minutes:
-            return False
-        if self.newest_key is not None and minute_key <= self.newest_key - self.window_minutes:
-            return False
+        """Store one minute; return False (and change nothing) if it is not newer than the newest stored."""
+        if self.newest_key is not None and minute_key <= self.newest_key:
+            return False  # seen, or late: the histogram deltas need minutes in order
         figures = replace(
             raw,
             latency=self._latency.per_minute(raw.latency, raw.requests) if raw.latency else None,

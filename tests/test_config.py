@@ -12,14 +12,6 @@ from exporter.model import EndpointInfo
 CONFIGS = Path(__file__).parent / "fixtures" / "config"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    import os
-
-    for var in [v for v in os.environ if v.startswith("SERVING_EXPORTER_")]:
-        monkeypatch.delenv(var)
-
-
 def problems(path: str | None = None, **overrides) -> list[str]:
     with pytest.raises(ConfigError) as info:
         load_settings(CONFIGS / path if path else None, overrides)

@@ -54,16 +54,6 @@ def server(ws: Workspace):
         yield s
 
 
-@pytest.fixture
-def sdk_env(monkeypatch: pytest.MonkeyPatch, tmp_path):
-    """No DATABRICKS_* variables and no ~/.databrickscfg may leak into SDK clients."""
-    for var in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_ID",
-                "DATABRICKS_CLIENT_SECRET", "DATABRICKS_CONFIG_PROFILE", "DATABRICKS_CONFIG_FILE",
-                "DATABRICKS_AUTH_TYPE", "DATABRICKS_DISCOVERY_URL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-
-
 def get(server: SimulatorServer, path: str, headers=AUTH, timeout: float = 10
         ) -> requests.Response:
     return requests.get(server.url + path, headers=headers, timeout=timeout)
@@ -420,7 +410,6 @@ def test_discovery_documents(server: SimulatorServer) -> None:
     assert oidc["issuer"] == server.url + "/oidc"
 
 
-@pytest.mark.usefixtures("sdk_env")
 def test_sdk_with_personal_access_token(server: SimulatorServer) -> None:
     from databricks.sdk import WorkspaceClient
 
@@ -433,7 +422,6 @@ def test_sdk_with_personal_access_token(server: SimulatorServer) -> None:
     assert "request_count_total" in text
 
 
-@pytest.mark.usefixtures("sdk_env")
 def test_sdk_with_oauth_m2m(ws: Workspace, server: SimulatorServer) -> None:
     from databricks.sdk import WorkspaceClient
 

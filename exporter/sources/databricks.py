@@ -32,19 +32,25 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 class DatabricksSource:
+    """The client is built on first use and rebuilt after a 401. Building it can need the network
+    (host metadata, OAuth discovery), so a workspace that is unreachable at start-up is a failed
+    poll to retry, not a crash loop."""
+
     def __init__(self, client_factory: Callable[[], WorkspaceClient], max_body_bytes: int = MAX_BODY_BYTES):
         self._factory = client_factory
         self._lock = threading.Lock()
-        self._client = client_factory()
+        self._client: WorkspaceClient | None = None
         self._generation = 0
         self._max_body = max_body_bytes
-        self.workspace = _host_label(self._client.config.host)
+        self.workspace: str | None = None
 
     # -- the three calls -------------------------------------------------
 
     def list_endpoints(self) -> list[EndpointInfo]:
         data = self._call("GET", API)
-        items = (data.get("endpoints") or []) if isinstance(data, dict) else []
+        if not isinstance(data, dict):  # never read a malformed answer as an empty workspace
+            raise FetchError("bad_response", "endpoint list response is not a JSON object")
+        items = data.get("endpoints") or []
         return [endpoint_from_json(item) for item in items if isinstance(item, dict) and item.get("name")]
 
     def describe(self, name: str) -> EndpointInfo:
@@ -72,7 +78,7 @@ class DatabricksSource:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         for attempt in (1, 2):
-            client, generation = self._client, self._generation
+            client, generation = self._current()
             try:
                 return client.api_client.do(method, path, **kwargs)
             except Unauthenticated as exc:
@@ -84,11 +90,25 @@ class DatabricksSource:
                 raise _fetch_error(exc, path) from None
         raise AssertionError("unreachable")
 
+    def _current(self) -> tuple[WorkspaceClient, int]:
+        with self._lock:
+            if self._client is None:
+                self._client = self._build()
+            return self._client, self._generation
+
     def _reauthenticate(self, seen_generation: int) -> None:
         with self._lock:
             if self._generation == seen_generation:  # another thread may have done it already
-                self._client = self._factory()
+                self._client = self._build()
                 self._generation += 1
+
+    def _build(self) -> WorkspaceClient:
+        try:
+            client = self._factory()
+        except Exception as exc:  # the SDK raises ValueError for missing or rejected credentials; it masks secrets
+            raise FetchError("auth", f"cannot authenticate to Databricks: {exc}") from None
+        self.workspace = _host_label(client.config.host)
+        return client
 
 
 def client_factory(timeout_s: float, retry_budget_s: float, pool_size: int,
