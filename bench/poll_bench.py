@@ -56,7 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--endpoints", type=int, default=1000, help="simulated endpoints (default 1000, the workspace maximum)")
     parser.add_argument("--concurrency", default="1,16,32", help="comma-separated max_concurrent_requests values")
-    parser.add_argument("--polls", type=int, default=3, help="polls per concurrency level (default 3)")
+    parser.add_argument("--polls", type=int, default=3, help="polls per concurrency level (default 3, at least 2)")
     parser.add_argument("--rtt-ms", type=float, default=50.0,
                         help="round trip the simulator adds to every API call, as to a remote workspace (default 50)")
     args = parser.parse_args()
@@ -83,7 +83,7 @@ def main() -> None:
             text = generate_latest(registry)
             render_s = time.perf_counter() - started
             poller.close()
-            later = sorted(durations[1:])
+            later = sorted(durations[1:]) or [float("nan")]
             print(f"{concurrency:>11} {durations[0]:>23.2f}s {later[len(later) // 2]:>21.2f}s {render_s:>15.3f}s "
                   f"{len(text) / 1e6:>9.2f}MB")
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

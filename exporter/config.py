@@ -238,8 +238,13 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
     """Build Settings from the sources in priority order, or raise ConfigError listing every problem."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     source = str(config_file) if config_file else None
-    file_data = _read_yaml(Path(config_file)) if config_file else {}
     problems = _unknown_env_vars(os.environ)
+    file_data: dict[str, Any] = {}
+    if config_file:
+        try:
+            file_data = _read_yaml(Path(config_file))
+        except ConfigError as exc:  # keep going: the environment's problems are reported too
+            problems += exc.problems
 
     class _Sourced(Settings):
         @classmethod

@@ -39,6 +39,7 @@ class Daemon:
                                next_run_time=datetime.now(timezone.utc), max_instances=1, coalesce=True,
                                misfire_grace_time=None)
         self._stopped = threading.Event()
+        self._polling = threading.Lock()
 
     def snapshot(self):
         return self.poller.snapshot
@@ -50,10 +51,13 @@ class Daemon:
         return f"http://{host}:{self.http.port}"
 
     def _poll(self) -> None:
-        try:
-            self.poller.poll()
-        except Exception:  # keep the schedule alive whatever happens; the last snapshot stays served
-            log.exception("poll failed")
+        with self._polling:
+            if self._stopped.is_set():
+                return
+            try:
+                self.poller.poll()
+            except Exception:  # keep the schedule alive whatever happens; the last snapshot stays served
+                log.exception("poll failed")
 
     def start(self) -> Daemon:
         self.http.start()
@@ -67,6 +71,9 @@ class Daemon:
         self._stopped.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        # Let a poll in progress publish (it is bounded by the poll deadline) before tearing down.
+        if self._polling.acquire(timeout=self.settings.poll_interval_seconds):
+            self._polling.release()
         self.http.stop()
         self.poller.close()
         log.info("stopped")

@@ -106,3 +106,10 @@ def test_environment_can_disable_a_check_and_is_case_insensitive(monkeypatch):
     s = load_settings()
     assert s.targets.cpu_utilization_ratio is None
     assert s.poll_interval_seconds == 42
+
+
+def test_yaml_error_and_environment_errors_are_reported_together(monkeypatch):
+    monkeypatch.setenv("SERVING_EXPORTER_POLL_INTERVL", "5")
+    found = problems("bad_yaml.yaml")
+    assert len(found) == 2 and any("not valid YAML" in p for p in found)
+    assert any("SERVING_EXPORTER_POLL_INTERVL" in p for p in found)

@@ -250,3 +250,19 @@ def test_demo_shows_at_least_eight_distinct_hints_with_numbers(stack: Stack):
     assert {"queueing", "errors_high", "route_optimization_recommended", "cpu_high"} <= rules_on_metrics
     recommender = next(e for e in stack.api()["endpoints"] if e["name"] == "recommender")
     assert recommender["recommendation"]["max_concurrency"] > 12  # more than its fixed 12 today
+
+
+def test_oauth_token_is_refreshed_before_it_expires(caplog):
+    caplog.set_level(logging.INFO)
+    s = Stack({"client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET, "auth_type": "oauth-m2m"})
+    s.workspace.token_lifetime_s = 2  # tokens the simulator issues now expire after 2 s
+    s.start()
+    try:
+        first = s.workspace.requests_of("token")
+        wait_for(lambda: s.workspace.requests_of("token") >= first + 2, timeout=15, what="two token refreshes")
+        seen = s.value("model_serving_exporter_last_success_timestamp_seconds", endpoint="fraud-scorer")
+        wait_for(lambda: s.value("model_serving_exporter_last_success_timestamp_seconds", endpoint="fraud-scorer") > seen)
+        assert "re-authenticating" not in caplog.text  # refreshed ahead of expiry, never by a 401
+        assert "unauthenticated" not in requests.get(f"{s.daemon.url}/metrics", timeout=5).text
+    finally:
+        s.stop()
