@@ -125,6 +125,7 @@ class Thresholds(_Strict):
     oversize_factor: float = Field(3.0, gt=1, description="capacity this many times the peak need is oversized")
     variable_load_ratio: float = Field(1.5, gt=1, description="busiest / quietest minute QPS from which load counts as varying")
     route_optimization_qps: float = Field(200.0, gt=0, description="QPS above which a standard endpoint needs route optimization")
+    route_optimized_qps_limit: float = Field(50_000.0, gt=0, description="QPS a route-optimized endpoint serves at most")
     strict_latency_seconds: float = Field(0.05, gt=0, description="a P50 target at or below this is strict (route optimization helps)")
     low_cpu_ratio: float = Field(0.3, ge=0, le=1, description="CPU below this while slow points outside the model")
     gpu_idle_ratio: float = Field(0.1, ge=0, le=1, description="GPU use below this is idle")

@@ -307,6 +307,14 @@ def _concurrency_limit_near(c: Context) -> str | None:
             "split traffic over more served entities or endpoints, or cut latency so fewer requests are in flight")
 
 
+def _qps_limit_near(c: Context) -> str | None:
+    qps, limit = c.figures.qps_max, c.t.route_optimized_qps_limit
+    if qps is None or qps < c.t.concurrency_limit_ratio * limit:
+        return None
+    return (f"the busiest minute reached {qps:,.0f} QPS, {_pct(qps / limit)} of the ~{limit:,.0f} QPS a route-optimized "
+            "endpoint serves: split the traffic over several endpoints before it hits the ceiling")
+
+
 def _client_batching(c: Context) -> str | None:
     f, service = c.figures, c.service_time
     if f.qps is None or service is None or f.qps < c.t.batching_qps or service >= c.t.light_request_seconds:
@@ -410,6 +418,12 @@ RULES: tuple[Rule, ...] = (
          "Split traffic over more served entities or endpoints, or cut latency.",
          "Route optimization limits: provisioned concurrency 1,024 per served entity",
          ("config",), _concurrency_limit_near, ("concurrency_limit", "concurrency_limit_ratio")),
+    Rule("qps_limit_near", "warning", "Near the QPS ceiling of a route-optimized endpoint",
+         "the busiest minute's QPS reaches concurrency_limit_ratio x route_optimized_qps_limit",
+         "Above about 50,000 QPS even a route-optimized endpoint needs attention; the guide names it a trigger.",
+         "Split traffic over several endpoints (or workspaces) and shed load on the client (batching).",
+         "When an endpoint needs attention: more than 50,000 QPS to one endpoint", ("qps_max",), _qps_limit_near,
+         ("route_optimized_qps_limit", "concurrency_limit_ratio")),
     Rule("client_batching_suggested", "info", "Many light requests: batch on the client",
          "QPS >= batching_qps with mean service time < light_request_seconds",
          "For light requests the fixed per-request overhead dominates; batching several inputs per call removes most of it.",

@@ -87,6 +87,8 @@ CASES = [
     ("concurrency_limit_near", {"entity": {"max_provisioned_concurrency": 900}}, {},
      ["900 concurrent requests per served entity is 87.9% of the platform limit of 1024"],
      {"entity": {"max_provisioned_concurrency": 800}}, {}),
+    ("qps_limit_near", {}, {"qps_max": 45_000.0}, ["the busiest minute reached 45,000 QPS, 90.0% of the ~50,000 QPS"],
+     {}, {"qps_max": 39_000.0}),
     ("client_batching_suggested", {}, {"qps": 300.0, "latency_mean": 0.005},
      ["300 QPS of light requests (mean service 0.005 s)", "batch them client-side"], {}, {"qps": 300.0, "latency_mean": 0.02}),
 ]
