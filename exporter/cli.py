@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         effective["target_overrides"] = [{"match": o.match.model_dump(mode="json", exclude_defaults=True),
                                           "targets": o.targets.model_dump(mode="json", exclude_unset=True)}
                                          for o in settings.target_overrides]
+        effective["remediation"]["overrides"] = [{"match": o.match.model_dump(mode="json", exclude_defaults=True),
+                                                  "disabled": o.disabled,
+                                                  "thresholds": o.thresholds.model_dump(mode="json", exclude_unset=True)}
+                                                 for o in settings.remediation.overrides]
         print(yaml.safe_dump(effective, sort_keys=False), end="")
         return 0
     setup_logging(settings.log_level, settings.log_format)

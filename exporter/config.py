@@ -99,16 +99,19 @@ class Targets(_Strict):
         return {TARGET_CHECKS[k]: getattr(self, k) for k in TARGET_CHECKS}
 
 
-def _patch_of(model: type[BaseModel], doc: str) -> type[BaseModel]:
-    """The same keys with the same bounds, all optional: only keys written in a patch apply."""
+def _patch_of(model: type[BaseModel], doc: str, nullable: bool) -> type[BaseModel]:
+    """The same keys with the same bounds, all optional: only keys written in a patch apply. With
+    `nullable`, an explicit null is a value (for targets: no check); otherwise null is rejected."""
     fields: dict[str, Any] = {}
     for name, info in model.model_fields.items():
-        annotation = Annotated[info.annotation | None, *info.metadata] if info.metadata else info.annotation | None
+        base = info.annotation | None if nullable else info.annotation
+        annotation = Annotated[base, *info.metadata] if info.metadata else base
         fields[name] = (annotation, Field(None, description=info.description))
     return create_model(f"{model.__name__}Patch", __base__=_Strict, __doc__=doc, **fields)
 
 
-TargetPatch = _patch_of(Targets, "Only the keys written here override; `null` disables a check for the matched endpoints.")
+TargetPatch = _patch_of(Targets, "Only the keys written here override; `null` disables a check for the matched endpoints.",
+                        nullable=True)
 
 
 class TargetOverride(_Strict):
@@ -137,7 +140,7 @@ class Thresholds(_Strict):
                                        description="KEY=VALUE endpoint tags that mark production")
 
 
-ThresholdsPatch = _patch_of(Thresholds, "Only the keys written here override the global thresholds.")
+ThresholdsPatch = _patch_of(Thresholds, "Only the keys written here override the global thresholds.", nullable=False)
 
 
 class RemediationOverride(_Strict):

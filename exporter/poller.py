@@ -28,6 +28,7 @@ from .window import SeriesWindow, minute_key_of
 log = logging.getLogger(__name__)
 
 MAX_CLOCK_SKEW_S = 600  # sample timestamps further ahead of the clock than this are not trusted
+SOURCE_REFRESH_S = 60  # the platform publishes a new minute about once a minute
 
 
 class EndpointState:
@@ -44,6 +45,7 @@ class EndpointState:
         self.hints = HintMemory()
         self.listed = False  # whether this poll's listing refreshed the configuration
         self.last_body: bytes | None = None  # to spot a re-served body when the source sends no timestamps
+        self.last_body_at = 0.0
         self.busy = False
         self.lock = threading.Lock()  # guards busy, report, status and errors against the publishing thread
 
@@ -58,11 +60,12 @@ class EndpointState:
     def published(self, deadline_s: float) -> tuple[EndpointReport | None, dict[tuple[str, str], float]]:
         """The report and error counts to publish; an endpoint still busy past the deadline shows as down."""
         with self.lock:
+            if self.busy:
+                self.errors[("metrics", "deadline")] += 1
             report, errors = self.report, dict(self.errors)
             if self.busy and report is not None:
                 status = replace(report.status, up=False, last_error=f"deadline: still fetching after {deadline_s:g}s")
                 report = replace(report, status=status)
-                errors[("metrics", "deadline")] = errors.get(("metrics", "deadline"), 0) + 1
         return report, errors
 
     def window(self, entity: str | None) -> SeriesWindow:
@@ -201,10 +204,13 @@ class Poller:
                         timestamp_ms / 1000 - now_minute_s)
             timestamp_ms = None
         if timestamp_ms is None:
-            if body.text == state.last_body:
-                self._succeeded(state, started)  # the source re-served the same minute: count it once
+            # Without timestamps the clock keys the minute. A body identical to the one stored less than
+            # a refresh period ago is the same source minute seen across a clock-minute boundary; an
+            # identical body after that is a genuinely repeated minute (an idle endpoint's zeros).
+            if body.text == state.last_body and now_minute_s - state.last_body_at < SOURCE_REFRESH_S * 1.5:
+                self._succeeded(state, started)
                 return
-            state.last_body = body.text
+            state.last_body, state.last_body_at = body.text, now_minute_s
         key = minute_key_of(timestamp_ms, now_minute_s)
         state.window(None).ingest(key, parsed.endpoint)
         for entity, figures in parsed.entities.items():

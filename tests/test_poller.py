@@ -223,3 +223,24 @@ def test_late_minutes_are_ignored(ts_order):
         source.bodies["a"] = body(requests=100 * (k + 1), ts_ms=1763820000000 + k * MINUTE_MS)
         poller.poll()
     assert report(poller.snapshot, "a").endpoint.counters.requests == 100 + 300
+
+
+def test_an_idle_endpoint_repeating_the_same_body_still_advances_its_window():
+    source, poller, now = make()
+    source.bodies["a"] = body(requests=600, ts_ms=None)
+    poller.poll()
+    source.bodies["a"] = body(requests=0, ts_ms=None, cpu=0.0)
+    for _ in range(6):  # one poll a minute, the same zeros every time
+        now[0] += 60
+        snap = poller.poll()
+    assert report(snap, "a").endpoint.figures.qps == 0  # the busy minute has left the window
+
+
+def test_deadline_failures_are_counted_each_poll():
+    source, poller, _ = make(poll_interval_seconds=60, poll_deadline_seconds=0.2)
+    poller.poll()
+    source.block["c"] = threading.Event()
+    poller.poll()
+    snap = poller.poll()
+    assert snap.fetch_errors[("c", "metrics", "deadline")] == 2
+    source.block["c"].set()

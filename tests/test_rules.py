@@ -235,3 +235,8 @@ def test_every_rule_is_documented_with_why_and_action():
     text = markdown()
     for rule in RULES:
         assert f"## {rule.id}" in text and rule.why in text and rule.action in text
+
+
+def test_null_is_not_a_threshold():
+    with pytest.raises(ValueError):
+        Remediation(overrides=[{"match": {"name": "ep"}, "thresholds": {"headroom_ratio": None}}])

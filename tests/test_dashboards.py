@@ -1,0 +1,417 @@
+"""Grafana dashboards: generated files current, SDK round trip, panel hygiene, and every query run
+against a real Prometheus scraping the demo (simulator + daemon over real HTTP)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.plugins import register_default_plugins
+from grafana_foundation_sdk.models import prometheus as sdk_prometheus
+from grafana_foundation_sdk.models.dashboard import Dashboard, Panel, RowPanel
+
+from exporter.config import load_settings
+from exporter.daemon import Daemon
+from exporter.simulator import DEMO_TOKEN, SimulatorServer, build_demo_workspace
+from exporter.sources.databricks import DatabricksSource, client_factory
+
+from .conftest import require_binary
+
+REPO = Path(__file__).resolve().parent.parent
+GRAFANA = REPO / "dashboards" / "grafana"
+FILES = ["overview.json", "endpoint.json"]
+MINUTE_S = 1.0  # one simulated minute a second, polled every second: data within seconds
+
+DEMO_ENDPOINTS = ["batch-scorer", "doc-embedder", "fraud-scorer", "recommender", "search-ranker",
+                  "support-chat", "vision-classifier"]
+# Endpoints that stay busy in the demo (batch-scorer idles by design, and is the one the test faults).
+BUSY = ["doc-embedder", "fraud-scorer", "recommender", "search-ranker", "support-chat", "vision-classifier"]
+GPU_ENDPOINTS = ["support-chat", "vision-classifier"]
+ENTITY_ENDPOINTS = ["recommender", "support-chat"]  # metrics labelled by served entity
+# Grafana's built-in variables, as Grafana would set them on a short time range with 1 s scrapes.
+BUILTINS = {"__rate_interval": "30s", "__range": "1m", "__interval": "15s"}
+REPLICA_LABELS = {"job", "instance"}
+
+
+def load_build():
+    spec = importlib.util.spec_from_file_location("dashboards_build", REPO / "dashboards" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def boards() -> dict[str, dict[str, Any]]:
+    return {name: json.loads((GRAFANA / name).read_text(encoding="utf-8")) for name in FILES}
+
+
+def panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in board.get("panels", []):
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def panel_queries(board: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, expr) for every panel target."""
+    return [(f"{p['title']} / {t['refId']}", t["expr"])
+            for p in panels(board) for t in p.get("targets", []) if t.get("expr")]
+
+
+def variable_queries(board: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for var in board["templating"]["list"]:
+        if var["type"] == "query":
+            q = var["query"]
+            out.append((var["name"], q["query"] if isinstance(q, dict) else q))
+    return out
+
+
+VARIABLE = re.compile(r"\$\{(\w+)(?::[\w]+)?\}|\$(\w+)|\[\[(\w+)\]\]")
+
+
+def substitute(expr: str, values: dict[str, str]) -> str:
+    """Grafana-style interpolation; an unknown variable is a KeyError (the test then names it)."""
+    return VARIABLE.sub(lambda m: values[m.group(1) or m.group(2) or m.group(3)], expr)
+
+
+LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?:(.+),\s*)?(\w+)\s*\)\s*$")
+
+
+def variable_to_promql(query: str) -> tuple[str, str]:
+    """Grafana's `label_values(selector, label)` as the PromQL Grafana effectively asks: (expr, label)."""
+    m = LABEL_VALUES.match(query)
+    assert m, f"unsupported variable query {query!r}"
+    selector, label = m.group(1) or f'{{{label}!=""}}', m.group(2)
+    return f"count by ({label}) ({selector})", label
+
+
+SELECTOR = re.compile(r"model_serving_\w+(?:\{[^}]*\})?")
+
+
+# --- static checks ---------------------------------------------------------------------------------
+
+def test_committed_files_are_current():
+    build = load_build()
+    stale = [str(path.relative_to(REPO)) for path, text in build.render().items()
+             if not path.exists() or path.read_text(encoding="utf-8") != text]
+    assert not stale, f"stale generated files (run python dashboards/build.py): {stale}"
+    assert build.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_json_round_trips_through_the_sdk_model(name: str):
+    register_default_plugins()
+    data = json.loads((GRAFANA / name).read_text(encoding="utf-8"))
+    model = Dashboard.from_json(data)
+    assert json.loads(json.dumps(model, cls=JSONEncoder)) == data
+    # Decoded into the SDK's typed model, not kept as opaque dicts.
+    for panel in model.panels:
+        assert isinstance(panel, (Panel, RowPanel))
+        for inner in [panel, *(getattr(panel, "panels", None) or [])]:
+            for target in getattr(inner, "targets", None) or []:
+                assert isinstance(target, sdk_prometheus.Dataquery), (inner.title, type(target))
+            if isinstance(inner, Panel):
+                assert not isinstance(inner.options, dict), (inner.title, "options not decoded")
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_panel_has_a_title_a_unit_and_the_datasource_variable(name: str):
+    board = boards()[name]
+    assert board["uid"] and board["title"]
+    names = [v["name"] for v in board["templating"]["list"]]
+    assert names[0] == "datasource"
+    ds_var = board["templating"]["list"][0]
+    assert ds_var["type"] == "datasource" and ds_var["query"] == "prometheus"
+    for panel in panels(board):
+        assert panel.get("title"), panel
+        if panel["type"] == "row":
+            continue
+        assert panel["fieldConfig"]["defaults"].get("unit"), f"{panel['title']}: no unit"
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert panel["targets"], f"{panel['title']}: no query"
+        for target in panel["targets"]:
+            assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+    for var in board["templating"]["list"]:
+        if var["type"] == "query":
+            assert var["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, var["name"]
+    # No data source uid other than the variable anywhere in the file.
+    uids = re.findall(r'"uid": "([^"]*)"', json.dumps(board))
+    assert set(uids) == {board["uid"], "${datasource}"}
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_queries_name_no_replica_label_or_recording_rule(name: str):
+    for where, expr in panel_queries(boards()[name]):
+        assert not re.search(r"\b(job|instance)\b", expr), f"{where}: depends on a replica label: {expr}"
+        assert ":" not in re.sub(r"\[[^\]]*\]|\{[^}]*\}|\"[^\"]*\"", "", expr), f"{where}: recording rule? {expr}"
+
+
+def test_overview_links_to_the_endpoint_dashboard():
+    overview, endpoint = boards()["overview.json"], boards()["endpoint.json"]
+    text = json.dumps(overview)
+    assert f"/d/{endpoint['uid']}/" in text and "var-endpoint=${__value.raw}" in text
+    endpoint_names = {v["name"] for v in endpoint["templating"]["list"]}
+    assert {"datasource", "endpoint", "served_entity"} <= endpoint_names
+
+
+# --- against a real Prometheus -------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Stack:
+    """Simulator + daemon (as in test_integration.py) and a Prometheus scraping the daemon as two
+    replicas (jobs replica-a and replica-b), so replica-safe aggregation is exercised."""
+
+    def __init__(self, prometheus: str, workdir: Path):
+        self.workspace = build_demo_workspace(minute_seconds=MINUTE_S)
+        self.simulator = SimulatorServer(self.workspace).start()
+        self.settings = load_settings(overrides=dict(
+            listen="127.0.0.1:0", poll_interval_seconds=1, request_timeout_seconds=2,
+            retry_budget_seconds=1, max_concurrent_requests=8))
+        factory = client_factory(self.settings.request_timeout_seconds, self.settings.retry_budget_seconds,
+                                 self.settings.max_concurrent_requests, host=self.simulator.url,
+                                 token=DEMO_TOKEN, auth_type="pat")
+        self.daemon = Daemon(self.settings, DatabricksSource(factory),
+                             minute_clock=lambda: self.workspace.timestamp_ms(self.workspace.current_minute) / 1000)
+        self.prometheus_bin, self.workdir = prometheus, workdir
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> Stack:
+        self.daemon.start()
+        assert self.daemon.wait_ready(15), "no poll completed"
+        target = self.daemon.url.removeprefix("http://")
+        config = self.workdir / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n"
+            + "".join(f"  - job_name: {job}\n    static_configs: [{{targets: ['{target}']}}]\n"
+                      for job in ("replica-a", "replica-b")))
+        for _ in range(3):  # the port is picked before Prometheus binds it: retry on a lost race
+            port = free_port()
+            self.url = f"http://127.0.0.1:{port}"
+            log = open(self.workdir / "prometheus.log", "w")
+            self.proc = subprocess.Popen(
+                [self.prometheus_bin, f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                stdout=log, stderr=subprocess.STDOUT)
+            log.close()
+            state = wait_for(lambda: "exited" if self.proc.poll() is not None else self._ready(), 30,
+                             "Prometheus to start")
+            if state is True:
+                return self
+        raise AssertionError("Prometheus did not start: " + (self.workdir / "prometheus.log").read_text()[-2000:])
+
+    def _ready(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.daemon.stop()
+        self.simulator.stop()
+
+    def control(self, method: str, path: str, body: dict | None = None) -> None:
+        requests.request(method, f"{self.simulator.url}/simulator/v1{path}", json=body, timeout=5).raise_for_status()
+
+    def query(self, expr: str) -> dict[str, Any]:
+        """The /api/v1/query answer (status, errorType/error or data)."""
+        return requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10).json()
+
+    def series(self, expr: str) -> list[dict[str, Any]]:
+        answer = self.query(expr)
+        assert answer["status"] == "success", f"{expr}: {answer.get('errorType')}: {answer.get('error')}"
+        return answer["data"]["result"] if answer["data"]["resultType"] == "vector" else [answer["data"]]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    prometheus = require_binary("prometheus")
+    with pytest.MonkeyPatch.context() as mp:  # no developer credentials or ~/.databrickscfg
+        for var in [v for v in os.environ if v.startswith(("DATABRICKS_", "SERVING_EXPORTER_"))]:
+            mp.delenv(var)
+        mp.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+        s = Stack(prometheus, tmp_path_factory.mktemp("prometheus"))
+        try:
+            # A failing endpoint for a moment, so the fetch-error panels have a series to show.
+            s.start().control("POST", "/endpoints/batch-scorer/fault", {"kind": "http_500"})
+            wait_for(lambda: s.series("model_serving_exporter_fetch_errors_total"), 30, "a fetch error in Prometheus")
+            s.control("POST", "/endpoints/batch-scorer/fault", {"kind": "none"})
+            ready = [
+                'count_over_time(model_serving_requests_total{endpoint="support-chat", served_entity=""}[30s]) >= 4',
+                'count_over_time(model_serving_request_errors_total{endpoint="support-chat", served_entity="support-chat-v4"}[30s]) >= 4',
+                'count_over_time(model_serving_latency_seconds{endpoint="vision-classifier"}[30s]) >= 2',
+                'count_over_time(model_serving_exporter_fetch_errors_total[30s]) >= 2',
+                'count(count by (endpoint) (model_serving_remediation{endpoint=~"support-chat|recommender|search-ranker|doc-embedder"})) == 4',
+                'model_serving_gpu_utilization_ratio{endpoint="vision-classifier"}',
+            ]
+            wait_for(lambda: all(s.series(q) for q in ready), 30, "demo data in Prometheus")
+            yield s
+        finally:
+            s.stop()
+
+
+def contexts(name: str, entity_values: list[str]) -> dict[str, dict[str, str]]:
+    """Variable values per context, as Grafana would interpolate them."""
+    common = {**BUILTINS, "slo": "0.99", "docs_url": "http://docs.invalid", "datasource": "prometheus"}
+    if name == "overview.json":
+        return {"All": {**common, "endpoint": ".*"},
+                "every demo endpoint": {**common, "endpoint": "(" + "|".join(DEMO_ENDPOINTS) + ")"}}
+    out = {e: {**common, "endpoint": e, "served_entity": "^$"} for e in DEMO_ENDPOINTS}
+    for entity in entity_values:
+        out[f"support-chat/{entity}"] = {**common, "endpoint": "support-chat", "served_entity": entity}
+    return out
+
+
+def reference_contexts(name: str) -> list[str]:
+    """Contexts in which every query of the dashboard must return data."""
+    if name == "overview.json":
+        return ["All", "every demo endpoint"]
+    return ["support-chat", "support-chat/support-chat-v4"]
+
+
+@pytest.mark.integration
+def test_variable_queries_list_the_demo_endpoints_and_entities(stack: Stack):
+    for name, board in boards().items():
+        for var, query in variable_queries(board):
+            expr, label = variable_to_promql(substitute(query, {"endpoint": "support-chat"}))
+            values = {r["metric"].get(label) for r in stack.series(expr)}
+            if var == "endpoint":
+                assert values >= set(DEMO_ENDPOINTS), (name, var, values)
+            elif var == "served_entity":
+                assert values == {"support-chat-v3", "support-chat-v4"}, (name, var, values)
+            else:
+                assert values, (name, var)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", FILES)
+def test_every_query_parses_and_returns_series(stack: Stack, name: str):
+    board = boards()[name]
+    ctxs = contexts(name, ["support-chat-v3", "support-chat-v4"])
+    queries = panel_queries(board)
+    assert len(queries) >= 15
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    problems = []
+    for where, expr in queries:
+        for ctx, values in ctxs.items():
+            try:
+                promql = substitute(expr, values)
+            except KeyError as err:
+                problems.append(f"{where}: unknown variable {err} in {expr}")
+                break
+            answer = stack.query(promql)
+            if answer["status"] != "success":
+                problems.append(f"{where} [{ctx}]: {answer.get('errorType')}: {answer.get('error')}\n  {promql}")
+                continue
+            result = answer["data"]["result"]
+            results[(where, ctx)] = result if answer["data"]["resultType"] == "vector" else [answer["data"]]
+            leaked = {label for r in results[(where, ctx)] for label in r.get("metric", {})} & REPLICA_LABELS
+            if leaked:
+                problems.append(f"{where} [{ctx}]: result keeps replica labels {leaked}: {promql}")
+    assert not problems, "\n".join(problems)
+
+    empty = [f"{where} [{ctx}]: {expr}" for where, expr in queries for ctx in reference_contexts(name)
+             if not results[(where, ctx)]]
+    assert not empty, "queries without data in the demo:\n" + "\n".join(empty)
+    if name == "endpoint.json":
+        # Beyond the reference endpoint: each panel shows data for every busy demo endpoint; GPU series
+        # for GPU endpoints, entity series where metrics carry entities, hints where hints are active.
+        for where, expr in queries:
+            expected = (GPU_ENDPOINTS if "gpu" in expr else
+                        ENTITY_ENDPOINTS if 'served_entity!=""' in expr else
+                        ["recommender", "search-ranker", "doc-embedder"] if "remediation" in expr else BUSY)
+            missing = [e for e in expected if not results[(where, e)]]
+            assert not missing, f"{where}: no data for {missing}: {expr}"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", FILES)
+def test_every_metric_selector_matches_demo_data(stack: Stack, name: str):
+    """Catches a misspelt metric or label hidden behind an `or` or a ratio that still returns a series."""
+    ctxs = contexts(name, ["support-chat-v3", "support-chat-v4"])
+    selectors = {s for _, expr in panel_queries(boards()[name]) for s in SELECTOR.findall(expr)}
+    unmatched = [s for s in sorted(selectors)
+                 if not any(stack.series(f"count({substitute(s, values)})") for values in ctxs.values())]
+    assert not unmatched, f"selectors matching nothing: {unmatched}"
+
+
+LABEL_LISTS = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+LEGEND_LABELS = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+MATCHER_LABELS = re.compile(r'(\w+)\s*(?:=~|!~|!=|=)\s*"')
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", FILES)
+def test_every_label_a_query_uses_exists_on_its_metrics(stack: Stack, name: str):
+    """A grouping, join, matcher or legend label that the metric does not carry still returns series
+    (with the label empty), so check label names against what Prometheus holds for each family."""
+    known: dict[str, set[str]] = {}
+
+    def labels_of(metric: str) -> set[str]:
+        if metric not in known:
+            answer = requests.get(f"{stack.url}/api/v1/series", params={"match[]": metric}, timeout=10).json()
+            known[metric] = {label for series in answer["data"] for label in series} - {"__name__"}
+        return known[metric]
+
+    uses = [(where, expr, legend) for where, expr, legend in
+            [(f"{p['title']} / {t['refId']}", t["expr"], t.get("legendFormat", ""))
+             for p in panels(boards()[name]) for t in p.get("targets", [])]]
+    for var, query in variable_queries(boards()[name]):
+        expr, label = variable_to_promql(query)
+        uses.append((f"variable {var}", expr, f"{{{{{label}}}}}"))
+    problems = []
+    for where, expr, legend in uses:
+        available = set().union(*(labels_of(m.split("{")[0]) for m in SELECTOR.findall(expr)))
+        used = {label.strip() for group in LABEL_LISTS.findall(expr) for label in group.split(",") if label.strip()}
+        used |= {label for inner in re.findall(r"\{([^}]*)\}", expr) for label in MATCHER_LABELS.findall(inner)}
+        used |= set(LEGEND_LABELS.findall(legend))
+        if used - available:
+            problems.append(f"{where}: labels {sorted(used - available)} not on {sorted(available)}: {expr}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.integration
+def test_fleet_totals_count_each_endpoint_once_across_replicas(stack: Stack):
+    overview = boards()["overview.json"]
+    total_qps = next(t["expr"] for p in panels(overview) if p["title"] == "Total QPS" for t in p["targets"])
+    one_replica = 'sum(model_serving_requests_per_second{job="replica-a", served_entity=""})'
+    both = stack.series(substitute(total_qps, contexts("overview.json", [])["All"]))
+    single = stack.series(one_replica)
+    assert both and single
+    value, reference = float(both[0]["value"][1]), float(single[0]["value"][1])
+    assert math.isclose(value, reference, rel_tol=0.25), (value, reference)  # doubled would be 2x
+    endpoints = next(t["expr"] for p in panels(overview) if p["title"] == "Endpoints polled" for t in p["targets"])
+    assert float(stack.series(substitute(endpoints, contexts("overview.json", [])["All"]))[0]["value"][1]) == len(DEMO_ENDPOINTS)
