@@ -69,20 +69,24 @@ def main() -> None:
         print(f"{args.endpoints} endpoints, simulator at {url} adding {args.rtt_ms:g} ms per call, {os.cpu_count()} CPUs")
         print(f"{'concurrency':>11} {'poll 1 (detail+metrics)':>24} {'later polls (metrics)':>22} {'render /metrics':>16} {'exposition':>11}")
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
-            settings = load_settings(overrides={"max_concurrent_requests": concurrency, "request_timeout_seconds": 30})
+            # No poll deadline: the sequential baseline must finish its poll to be measured.
+            settings = load_settings(overrides={"max_concurrent_requests": concurrency, "request_timeout_seconds": 30,
+                                                "poll_deadline_seconds": 3600})
             factory = client_factory(30, 30, concurrency, host=url, token=DEMO_TOKEN, auth_type="pat")
             poller = Poller(DatabricksSource(factory), settings)
             durations = []
-            for _ in range(args.polls):
-                snap = poller.poll()
-                assert len(snap.endpoints) == args.endpoints and all(e.status.up for e in snap.endpoints)
-                durations.append(snap.poll_duration_s)
+            try:
+                for _ in range(args.polls):
+                    snap = poller.poll()
+                    assert len(snap.endpoints) == args.endpoints and all(e.status.up for e in snap.endpoints)
+                    durations.append(snap.poll_duration_s)
+            finally:
+                poller.close()
             registry = CollectorRegistry()
             registry.register(ServingCollector(lambda: poller.snapshot))
             started = time.perf_counter()
             text = generate_latest(registry)
             render_s = time.perf_counter() - started
-            poller.close()
             later = sorted(durations[1:]) or [float("nan")]
             print(f"{concurrency:>11} {durations[0]:>23.2f}s {later[len(later) // 2]:>21.2f}s {render_s:>15.3f}s "
                   f"{len(text) / 1e6:>9.2f}MB")

@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--listen", metavar="HOST:PORT", help=f"address for HTTP (default 0.0.0.0:{DEFAULT_PORT})")
     run.add_argument("--poll-interval", type=float, metavar="SECONDS",
                      help="seconds between polls (default 60; the platform refreshes once a minute)")
+    run.add_argument("--shard-index", type=int, metavar="I",
+                     help="this replica's share of the endpoints, 0..N-1 (env SERVING_EXPORTER_SHARD_INDEX; default: "
+                          "the ordinal ending HOSTNAME, as in a StatefulSet pod name)")
+    run.add_argument("--shard-count", type=int, metavar="N",
+                     help="number of replicas splitting the endpoints by a stable hash of their names "
+                          "(env SERVING_EXPORTER_SHARD_COUNT; default 1)")
     run.add_argument("--once", action="store_true",
                      help="poll once, print /api/v1/endpoints JSON to stdout and exit (no HTTP server)")
     _common(run)
@@ -144,7 +150,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "poll_interval_seconds": getattr(args, "poll_interval", None),
     }
     if args.command == "run":
-        overrides["listen"] = args.listen
+        overrides.update(listen=args.listen, shard_index=args.shard_index, shard_count=args.shard_count)
     elif args.command == "demo":
         overrides.update(listen=args.listen, poll_interval_seconds=args.minute_seconds)
     if args.command == "recommend" and args.exporter:

@@ -201,7 +201,10 @@ def _exporter_families(snap: Snapshot, render_errors: int) -> Iterator[Metric]:
     for (endpoint, call, reason), n in sorted(snap.fetch_errors.items()):
         errors.add_metric([endpoint, call, reason], n)
     yield errors
-    endpoints = GaugeMetricFamily("model_serving_exporter_endpoints", "Endpoints found in the workspace (discovered) and polled after filtering (selected).", labels=["state"])
+    shard = InfoMetricFamily("model_serving_exporter_shard", "This replica's share of the endpoints (shard_index of shard_count).")
+    shard.add_metric([], {"shard_index": str(snap.shard[0]), "shard_count": str(snap.shard[1])})
+    yield shard
+    endpoints = GaugeMetricFamily("model_serving_exporter_endpoints", "Endpoints found in the workspace (discovered) and polled by this replica after filtering and sharding (selected).", labels=["state"])
     endpoints.add_metric(["discovered"], snap.discovered)
     endpoints.add_metric(["selected"], len(snap.endpoints))
     yield endpoints

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .model import EndpointInfo
@@ -209,6 +209,8 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(16, ge=1, le=256, description="bound on concurrent requests to the workspace")
     max_served_entities: int = Field(50, ge=1, description="per endpoint, served entities exposed separately (cardinality cap)")
     endpoints: EndpointFilter = Field(default_factory=EndpointFilter)
+    shard_count: int = Field(1, ge=1, description="replicas splitting the workspace's endpoints between them")
+    shard_index: int | None = Field(None, ge=0, description="this replica's share, 0..shard_count-1; default: the ordinal at the end of HOSTNAME (a StatefulSet pod name), else 0")
     targets: Targets = Field(default_factory=Targets)
     remediation: Remediation = Field(default_factory=Remediation)
     target_overrides: list[TargetOverride] = Field(default_factory=list, description="per-endpoint targets; later entries win")
@@ -221,6 +223,20 @@ class Settings(BaseSettings):
     def _host_port(cls, value: str) -> str:
         parse_listen(value)
         return value
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> Settings:
+        index = self.shard()[0]
+        if index >= self.shard_count:
+            raise ValueError(f"shard index {index} is not below shard_count {self.shard_count}")
+        return self
+
+    def shard(self) -> tuple[int, int]:
+        """(index, count) of this replica's share of the endpoints."""
+        if self.shard_index is not None or self.shard_count == 1:
+            return self.shard_index or 0, self.shard_count
+        ordinal = re.search(r"-(\d+)$", os.environ.get("HOSTNAME", ""))
+        return (int(ordinal.group(1)) if ordinal else 0), self.shard_count
 
     def targets_for(self, info: EndpointInfo) -> dict[str, float | None]:
         merged = self.targets.by_check()

@@ -278,6 +278,7 @@ class Snapshot:
     fetch_errors: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (endpoint, call, reason) -> count
     discovered: int = 0
     workspace: str | None = None
+    shard: tuple[int, int] = (0, 1)  # (index, count)
 
     @property
     def ready(self) -> bool:

@@ -8,6 +8,7 @@ its last good configuration and every other endpoint are untouched.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -29,6 +30,12 @@ log = logging.getLogger(__name__)
 
 MAX_CLOCK_SKEW_S = 600  # sample timestamps further ahead of the clock than this are not trusted
 SOURCE_REFRESH_S = 60  # the platform publishes a new minute about once a minute
+
+
+def shard_of(name: str, count: int) -> int:
+    """The replica that polls an endpoint: a stable hash of its name alone, so every replica agrees
+    without talking to the others and an endpoint never moves when others come and go."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
 
 
 class EndpointState:
@@ -105,7 +112,9 @@ class Poller:
             listing = None
         if listing is not None:
             self.discovered = len(listing)
-            self._reconcile([info for info in listing if self.settings.endpoints.selects(info)])
+            index, count = self.settings.shard()
+            self._reconcile([info for info in listing if self.settings.endpoints.selects(info)
+                             and shard_of(info.name, count) == index])
 
         states = list(self.states.values())
         # An endpoint still busy from an earlier poll (a hanging request) is not polled twice.
@@ -130,6 +139,7 @@ class Poller:
             fetch_errors=errors,
             discovered=self.discovered,
             workspace=self.source.workspace,
+            shard=self.settings.shard(),
         )
         log.debug("poll finished in %.3fs for %d endpoints", finished - started, len(states))
         return self.snapshot
