@@ -1,0 +1,311 @@
+"""Alerting rules, their promtool unit tests, the Alertmanager example, the runbooks, and the
+whole paging path end to end: simulator -> exporter -> Prometheus (rules) -> Alertmanager -> webhook."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.config import TARGET_CHECKS
+from exporter.rules import RULES
+from exporter.simulator import build_demo_workspace
+from exporter.simulator.workspace import Workspace
+
+from .alerting import (
+    ALERTMANAGER_EXAMPLE, ROOT, RULES_DIR, RUNBOOKS, WebhookReceiver, alerting_rules, alertmanager,
+    alertmanager_config, exporter_daemon, load_generator, prometheus, query, rule_files, rule_test_files,
+    selectors, wait_for,
+)
+from .conftest import require_binary
+
+generate = load_generator()
+SEVERITIES = {"critical", "warning"}
+
+
+# ---- the rules themselves (no binaries needed) ----------------------------------------------------
+
+def test_generated_rules_are_current():
+    for name, text in generate.render().items():
+        assert (RULES_DIR / name).read_text() == text, "run: python alerts/generate.py"
+
+
+def test_every_alert_follows_the_conventions():
+    rules = alerting_rules()
+    assert {r["alert"] for r in rules} >= {
+        "ModelServingErrorRateHigh", "ModelServingErrorBudgetBurn", "ModelServingQueueing", "ModelServingLatencyHigh",
+        "ModelServingSaturation", "ModelServingEndpointNotReady", "ModelServingExporterDown", "ModelServingMetricsStale"}
+    for r in rules:
+        assert re.fullmatch(r"ModelServing([A-Z][a-z0-9]+)+", r["alert"]), r["alert"]
+        assert r["labels"]["severity"] in SEVERITIES, r["alert"]
+        assert r.get("for"), f"{r['alert']}: no for: duration"
+        ann = r["annotations"]
+        assert ann["summary"] and ann["description"], r["alert"]
+        assert ann["runbook_url"] == generate.RUNBOOK_URL.format(anchor=r["alert"].lower())
+        # The description names the endpoint (or the exporter instance) and the value.
+        assert "$value" in ann["description"] or r["alert"] == "ModelServingEndpointNotReady", r["alert"]
+        assert "$labels.endpoint" in ann["description"] or "$labels.instance" in ann["description"], r["alert"]
+    burn = {(r["labels"]["severity"], r["labels"]["long_window"], r["labels"]["short_window"])
+            for r in rules if r["alert"] == "ModelServingErrorBudgetBurn"}
+    assert burn == {("critical", "1h", "5m"), ("critical", "6h", "30m"), ("warning", "1d", "2h"), ("warning", "3d", "6h")}
+
+
+def test_the_slo_objective_is_set_in_one_place(monkeypatch):
+    monkeypatch.setattr(generate, "SLO_OBJECTIVE", 0.999)
+    text = generate.render()[generate.ALERTING_FILE]
+    assert "/ 0.001 > 14.4" in text and "/ 0.01 " not in text and "99.9% success SLO" in text
+
+
+def test_scaled_rules_are_the_production_rules_on_a_faster_clock():
+    """The end-to-end test runs render(scale=1/60): same rules, every duration divided by 60."""
+    def seconds(text: str) -> float:
+        units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+        number, unit = re.fullmatch(r"(\d+)(ms|s|m|h|d)", text).groups()
+        return int(number) * units[unit]
+
+    fast, slow = generate.render(scale=1 / 60), generate.render()
+    prod = alerting_rules_of(slow[generate.ALERTING_FILE])
+    test = alerting_rules_of(fast[generate.ALERTING_FILE])
+    assert [r["alert"] for r in prod] == [r["alert"] for r in test]
+    for p, t in zip(prod, test):
+        assert seconds(t["for"]) * 60 == seconds(p["for"]), p["alert"]
+        assert t["labels"]["severity"] == p["labels"]["severity"]
+    windows = lambda text: [seconds(w) for w in re.findall(r"\[(\w+)\]", text)]  # noqa: E731
+    assert [w * 60 for w in windows(fast[generate.RECORDING_FILE])] == windows(slow[generate.RECORDING_FILE])
+
+
+def alerting_rules_of(text: str) -> list[dict]:
+    return [r for g in yaml.safe_load(text)["groups"] for r in g["rules"] if "alert" in r]
+
+
+def test_rules_use_only_families_the_exporter_exports():
+    source = (ROOT / "exporter" / "collector.py").read_text()
+    declared = set(re.findall(r'"(model_serving_[a-z0-9_]+)"', source))
+    exported = {n + suffix for n in declared for suffix in ("", "_total", "_info", "_bucket", "_count", "_sum")}
+    recorded = {r["record"] for p in rule_files() for g in yaml.safe_load(p.read_text())["groups"]
+                for r in g["rules"] if "record" in r}
+    text = "\n".join(p.read_text() for p in rule_files())
+    used = set(re.findall(r"\b(model_serving_[a-z0-9_]+)\b", text)) - {"model_serving_data", "model_serving_request_errors"}
+    assert used and used <= exported, sorted(used - exported)
+    assert set(re.findall(r"\b(endpoint:[a-z0-9_:]+)", text)) <= recorded
+
+
+def test_every_alert_has_firing_and_silent_promtool_cases():
+    fires: set[str] = set()
+    silent: set[str] = set()
+    for path in rule_test_files():
+        for test in yaml.safe_load(path.read_text())["tests"]:
+            for case in test.get("alert_rule_test", []):
+                (fires if case.get("exp_alerts") else silent).add(case["alertname"])
+    names = {r["alert"] for r in alerting_rules()}
+    assert names <= fires, f"no case where these fire: {sorted(names - fires)}"
+    assert names <= silent, f"no case where these stay silent: {sorted(names - silent)}"
+
+
+def test_every_alert_has_a_runbook_section_with_links_that_resolve():
+    text = RUNBOOKS.read_text()
+    sections = dict(re.findall(r"^## (\S+)\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S))
+    remediation = (ROOT / "docs" / "remediation.md").read_text()
+    rule_ids = set(re.findall(r"^## ([a-z0-9_]+)$", remediation, flags=re.M))
+    for name in {r["alert"] for r in alerting_rules()}:
+        body = sections.get(name)
+        assert body, f"docs/runbooks.md has no section for {name}"
+        for part in ("**Meaning.**", "**First checks.**", "**Remediation.**", "**Dashboard.**"):
+            assert part in body, f"{name}: no {part}"
+    linked = set(re.findall(r"remediation\.md#([a-z0-9_]+)", text))
+    assert linked and linked <= rule_ids, sorted(linked - rule_ids)
+
+
+# ---- promtool and amtool ------------------------------------------------------------------------
+
+@pytest.mark.integration
+@pytest.mark.parametrize("path", rule_files(), ids=lambda p: p.name)
+def test_promtool_check_rules(path: Path):
+    result = subprocess.run([require_binary("promtool"), "check", "rules", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.integration
+def test_promtool_checks_the_test_only_rules(tmp_path: Path):
+    paths = generate.write(tmp_path, scale=1 / 60)
+    result = subprocess.run([require_binary("promtool"), "check", "rules", *map(str, paths)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("path", rule_test_files(), ids=lambda p: p.name)
+def test_promtool_test_rules(path: Path):
+    result = subprocess.run([require_binary("promtool"), "test", "rules", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.integration
+def test_amtool_check_config():
+    result = subprocess.run([require_binary("amtool"), "check-config", str(ALERTMANAGER_EXAMPLE)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("labels,receiver", [
+    ({"severity": "critical", "alertname": "ModelServingQueueing"}, "pager"),
+    ({"severity": "warning", "alertname": "ModelServingLatencyHigh"}, "ticket"),
+    ({"severity": "info", "alertname": "SomethingElse"}, "ticket"),
+])
+def test_alertmanager_routes_critical_to_the_pager_and_warnings_to_tickets(labels: dict, receiver: str):
+    args = [require_binary("amtool"), "config", "routes", "test", f"--config.file={ALERTMANAGER_EXAMPLE}",
+            "endpoint=recommender", *(f"{k}={v}" for k, v in labels.items())]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.split() == [receiver], result.stdout + result.stderr
+
+
+def test_alertmanager_example_groups_by_endpoint_and_inhibits_warnings():
+    config = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
+    assert config["route"]["group_by"] == ["endpoint"]
+    [rule] = config["inhibit_rules"]
+    assert rule["source_matchers"] == ['severity="critical"'] and 'severity="warning"' in rule["target_matchers"]
+    assert rule["equal"] == ["endpoint"]
+
+
+# ---- end to end ---------------------------------------------------------------------------------
+
+MINUTE_S = 1.0  # one simulated minute per second; the rules run on the same clock (scale 1/60)
+ERRORS, QUEUE, HEALTHY = "payments", "ranking", "steady"
+
+
+@pytest.fixture
+def exporter_stack() -> Iterator[tuple[str, str]]:
+    """Three healthy simulated endpoints and the exporter daemon; yields (simulator URL, exporter host:port)."""
+    workspace = Workspace(minute_seconds=MINUTE_S, seed=7)
+    for name in (ERRORS, QUEUE, HEALTHY):
+        workspace.add_endpoint(name, "healthy")
+    with exporter_daemon(workspace) as (simulator, daemon):
+        yield simulator, daemon.url.removeprefix("http://")
+
+
+@pytest.mark.integration
+def test_rule_selectors_match_the_live_exposition():
+    """Every `metric{label...}` selector in the rules names a family and labels the exporter serves,
+    and every check or rule id it selects exists (the demo workspace shows every condition)."""
+    with exporter_daemon(build_demo_workspace(minute_seconds=MINUTE_S)) as (_, daemon):
+        def exposition() -> dict[str, set[str]]:
+            text = requests.get(f"{daemon.url}/metrics", timeout=5).text
+            labels: dict[str, set[str]] = {}
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    labels.setdefault(sample.name, set()).update(sample.labels)
+            return labels
+
+        families = wait_for(lambda: (lambda f: f if "model_serving_remediation" in f and "model_serving_latency_seconds" in f
+                                     else None)(exposition()), 30, "hints and latency in the demo's exposition")
+    checks = set(TARGET_CHECKS.values())
+    rule_ids = {rule.id for rule in RULES}
+    text = "\n".join(p.read_text() for p in rule_files())
+    found = selectors(text)
+    assert found
+    for name, matchers in found:
+        assert name in families, f"{name} is not exported"
+        for label, op, value in matchers:
+            if value == "" and op == "=":
+                continue  # served_entity="": the endpoint row, whose empty label Prometheus drops
+            assert label in families[name], f"{name} has no label {label}"
+            if label == "check":
+                assert set(value.split("|")) <= checks, value
+            if label == "rule":
+                assert value in rule_ids, value
+    # Labels named in ignoring/on/without/by exist on some family (the scrape adds job and instance;
+    # the rules add check and reason themselves).
+    named = {label.strip() for group in re.findall(r"\b(?:ignoring|on|without|by)\s*\(([^)]*)\)", text)
+             for label in group.split(",")}
+    served = set().union(*families.values())
+    assert named - {"job", "instance", "check", "reason"} <= served, sorted(named - served)
+
+
+def set_scenario(simulator: str, endpoint: str, preset: str) -> None:
+    requests.post(f"{simulator}/simulator/v1/endpoints/{endpoint}/scenario", json={"preset": preset},
+                  timeout=5).raise_for_status()
+
+
+@pytest.mark.integration
+def test_pages_arrive_for_exactly_the_failing_endpoints_and_resolve(exporter_stack, tmp_path: Path):
+    prometheus_bin, alertmanager_bin = require_binary("prometheus"), require_binary("prometheus-alertmanager")
+    started = time.monotonic()
+    simulator, target = exporter_stack
+    rules = generate.write(tmp_path / "rules", scale=MINUTE_S / 60)  # production rules, 60x faster
+    with WebhookReceiver() as hook, \
+            alertmanager(alertmanager_bin, alertmanager_config(ALERTMANAGER_EXAMPLE, hook.url), tmp_path) as am, \
+            prometheus(prometheus_bin, rules, target, am, tmp_path) as prom:
+        # Baseline: Prometheus scrapes all three endpoints and the rules see fresh data.
+        wait_for(lambda: len(query(prom, "endpoint:model_serving_data:fresh == 1")) == 3, 30,
+                 "fresh data for the three endpoints in Prometheus")
+        time.sleep(3)  # a few evaluations of a healthy workspace
+        assert hook.snapshot() == [], "notifications before any fault"
+
+        fault_at = time.monotonic()
+        set_scenario(simulator, ERRORS, "error_burst")
+        set_scenario(simulator, QUEUE, "queueing")
+        paged = {
+            "ModelServingErrorRateHigh": wait_for(lambda: hook.first("pager", "ModelServingErrorRateHigh", ERRORS), 60,
+                                                  f"ModelServingErrorRateHigh for {ERRORS}"),
+            "ModelServingQueueing": wait_for(lambda: hook.first("pager", "ModelServingQueueing", QUEUE), 60,
+                                             f"ModelServingQueueing for {QUEUE}"),
+        }
+        # The warnings of the same endpoints (latency, saturation) fire too, held back by the page.
+        suppressed = wait_for(lambda: _inhibited(am, "ModelServingLatencyHigh", ERRORS), 40,
+                              f"ModelServingLatencyHigh for {ERRORS} to fire and be inhibited")
+        assert not [a for a in hook.alerts("ticket") if a["labels"].get("endpoint") in (ERRORS, QUEUE)], \
+            "a warning got through while its endpoint paged"
+
+        recover_at = time.monotonic()
+        set_scenario(simulator, ERRORS, "healthy")
+        set_scenario(simulator, QUEUE, "healthy")
+        resolved = {
+            "ModelServingErrorRateHigh": wait_for(
+                lambda: hook.first("pager", "ModelServingErrorRateHigh", ERRORS, "resolved"), 60, "errors page to resolve"),
+            "ModelServingQueueing": wait_for(
+                lambda: hook.first("pager", "ModelServingQueueing", QUEUE, "resolved"), 60, "queueing page to resolve"),
+        }
+        finished = time.monotonic()
+
+    pages = {(a["labels"]["alertname"], a["labels"].get("endpoint")) for a in hook.alerts("pager")}
+    endpoints_of = lambda name: {e for n, e in pages if n == name}  # noqa: E731
+    assert endpoints_of("ModelServingQueueing") == {QUEUE}
+    # The queueing endpoint also answers 429 to its overflow, which counts as errors: it may page
+    # for its error ratio (and burn rate) too. The 5xx endpoint never pages for queueing.
+    assert ERRORS in endpoints_of("ModelServingErrorRateHigh")
+    assert endpoints_of("ModelServingErrorRateHigh") <= {ERRORS, QUEUE}
+    assert {n for n, _ in pages} <= {"ModelServingErrorRateHigh", "ModelServingQueueing", "ModelServingErrorBudgetBurn"}
+    everything = hook.alerts()
+    assert not [a for a in everything if a["labels"].get("endpoint") == HEALTHY], "the healthy endpoint was notified"
+    assert not [a for a in everything if a["labels"]["alertname"] in ("ModelServingExporterDown", "ModelServingMetricsStale")]
+
+    print(f"\nend-to-end paging (1 simulated minute = {MINUTE_S:g}s; rules scaled by 1/60):")
+    for name, n in paged.items():
+        print(f"  {name:28s} fault -> webhook      {n.at - fault_at:5.1f}s")
+    for name, n in resolved.items():
+        print(f"  {name:28s} recovery -> resolved  {n.at - recover_at:5.1f}s")
+    print(f"  ModelServingLatencyHigh for {ERRORS} fired and was inhibited by {suppressed} alert(s); no ticket sent")
+    print(f"  pages: {sorted(pages)}")
+    print(f"  whole test {finished - started:5.1f}s")
+    assert finished - started < 150
+
+
+def _inhibited(alertmanager_url: str, alertname: str, endpoint: str) -> int:
+    """How many alerts inhibit that alert in Alertmanager; 0 while it is not inhibited."""
+    alerts = requests.get(f"{alertmanager_url}/api/v2/alerts", timeout=5,
+                          params={"filter": [f'alertname="{alertname}"', f'endpoint="{endpoint}"']}).json()
+    for a in alerts:
+        if a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"]:
+            return len(a["status"]["inhibitedBy"])
+    return 0
