@@ -1,0 +1,379 @@
+{{/*
+Expand the name of the chart.
+*/}}
+{{- define "serving-exporter.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Create a default fully qualified app name.
+We truncate at 63 chars because some Kubernetes name fields are limited to this (by the DNS naming spec).
+If release name contains chart name it will be used as a full name.
+*/}}
+{{- define "serving-exporter.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Create chart name and version as used by the chart label.
+*/}}
+{{- define "serving-exporter.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Namespace of the release's resources.
+*/}}
+{{- define "serving-exporter.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride }}
+{{- end }}
+
+{{/*
+Common labels
+*/}}
+{{- define "serving-exporter.labels" -}}
+helm.sh/chart: {{ include "serving-exporter.chart" . }}
+{{ include "serving-exporter.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: serving-exporter
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Selector labels
+*/}}
+{{- define "serving-exporter.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "serving-exporter.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Name of the ServiceAccount to use.
+*/}}
+{{- define "serving-exporter.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "serving-exporter.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The image reference: repository:tag, with @digest when one is given.
+*/}}
+{{- define "serving-exporter.image" -}}
+{{- $ref := printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- if .Values.image.digest }}
+{{- $ref = printf "%s@%s" $ref .Values.image.digest }}
+{{- end }}
+{{- $ref }}
+{{- end }}
+
+{{/*
+Number of shards (StatefulSet replicas), as an integer.
+*/}}
+{{- define "serving-exporter.shards" -}}
+{{- int .Values.sharding.replicas }}
+{{- end }}
+
+{{/*
+"true" when the chart runs a sharded StatefulSet.
+*/}}
+{{- define "serving-exporter.sharded" -}}
+{{- if gt (int .Values.sharding.replicas) 1 }}true{{ end }}
+{{- end }}
+
+{{/*
+Name of the Service: the fullname, or <fullname>-headless for a sharded StatefulSet. A different
+name, not the same Service turned headless, because a Service's clusterIP cannot change in place.
+*/}}
+{{- define "serving-exporter.serviceName" -}}
+{{- if include "serving-exporter.sharded" . }}
+{{- printf "%s-headless" (include "serving-exporter.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- else }}
+{{- include "serving-exporter.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the Secret holding the credentials: existingSecret, or the chart's own.
+*/}}
+{{- define "serving-exporter.secretName" -}}
+{{- .Values.existingSecret | default (include "serving-exporter.fullname" .) }}
+{{- end }}
+
+{{/*
+The credentials as a list of [value key envVar]: the chart's values, their key in the Secret, and
+the environment variable the Databricks SDK or the Datadog sink reads.
+*/}}
+{{- define "serving-exporter.credentials" -}}
+{{- $k := .Values.secretKeys }}
+{{- list
+  (list .Values.databricks.token $k.token "DATABRICKS_TOKEN")
+  (list .Values.databricks.clientId $k.clientId "DATABRICKS_CLIENT_ID")
+  (list .Values.databricks.clientSecret $k.clientSecret "DATABRICKS_CLIENT_SECRET")
+  (list .Values.datadog.apiKey $k.datadogApiKey "DD_API_KEY")
+  (list .Values.datadog.appKey $k.datadogAppKey "DD_APP_KEY")
+  | toJson }}
+{{- end }}
+
+{{/*
+"true" when the chart renders its own Secret (some credential is set and there is no existingSecret).
+*/}}
+{{- define "serving-exporter.createSecret" -}}
+{{- if not .Values.existingSecret }}
+{{- range (include "serving-exporter.credentials" . | fromJsonArray) }}
+{{- if index . 0 }}true{{ end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Path of the configuration file in the container.
+*/}}
+{{- define "serving-exporter.configDir" -}}
+/etc/serving-exporter
+{{- end }}
+
+{{/*
+The configuration file's content (validated against the keys the chart manages itself).
+*/}}
+{{- define "serving-exporter.configYaml" -}}
+{{- $config := .Values.config | default dict }}
+{{- range list "listen" "shard_count" "shard_index" }}
+{{- if hasKey $config . }}
+{{- fail (printf "config.%s is set by the chart: use %s instead" . (ternary "containerPort and listenHost" "sharding.replicas" (eq . "listen"))) }}
+{{- end }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/*
+Checks on combinations of values; renders nothing.
+*/}}
+{{- define "serving-exporter.validate" -}}
+{{- $shards := int .Values.sharding.replicas }}
+{{- if lt $shards 1 }}
+{{- fail "sharding.replicas must be at least 1" }}
+{{- end }}
+{{- if and (gt $shards 1) (gt (int .Values.replicaCount) 1) }}
+{{- fail "sharding.replicas > 1 runs one pod per shard: leave replicaCount at 1" }}
+{{- end }}
+{{- if and .Values.sidecar.enabled (gt $shards 1) }}
+{{- fail "sidecar.enabled and sharding.replicas > 1 exclude each other: a sidecar polls the endpoint of its own pod" }}
+{{- end }}
+{{- if and .Values.sidecar.enabled .Values.serviceMonitor.enabled (not .Values.sidecar.podSelector) }}
+{{- fail "sidecar.podSelector is required for the PodMonitor (serviceMonitor.enabled in sidecar mode)" }}
+{{- end }}
+{{- if gt (len .Values.sidecar.portName) 15 }}
+{{- fail "sidecar.portName must be at most 15 characters" }}
+{{- end }}
+{{- if .Values.existingSecret }}
+{{- range (include "serving-exporter.credentials" . | fromJsonArray) }}
+{{- if index . 0 }}
+{{- fail (printf "existingSecret is set: leave the credential values empty (%s is set)" (index . 2)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and .Values.databricks.token (or .Values.databricks.clientId .Values.databricks.clientSecret) }}
+{{- fail "databricks.token and databricks.clientId/clientSecret are two authentication methods: set one (the Databricks SDK refuses both)" }}
+{{- end }}
+{{- if ne (empty .Values.databricks.clientId) (empty .Values.databricks.clientSecret) }}
+{{- fail "databricks.clientId and databricks.clientSecret go together" }}
+{{- end }}
+{{- $_ := include "serving-exporter.configYaml" . }}
+{{- end }}
+
+{{/*
+The listen address for --listen: HOST:PORT, with brackets around an IPv6 host.
+*/}}
+{{- define "serving-exporter.listen" -}}
+{{- $host := .Values.listenHost | toString }}
+{{- if and (contains ":" $host) (not (hasPrefix "[" $host)) }}
+{{- $host = printf "[%s]" $host }}
+{{- end }}
+{{- printf "%s:%d" $host (int .Values.containerPort) }}
+{{- end }}
+
+{{/*
+Name of the exporter's container port: "http", or sidecar.portName in sidecar mode.
+*/}}
+{{- define "serving-exporter.portName" -}}
+{{- if .Values.sidecar.enabled }}{{ .Values.sidecar.portName }}{{ else }}http{{ end }}
+{{- end }}
+
+{{/*
+Pod annotations that restart the pods when the configuration or the chart's Secret changes.
+*/}}
+{{- define "serving-exporter.checksums" -}}
+checksum/config: {{ include "serving-exporter.configYaml" . | sha256sum }}
+{{- if include "serving-exporter.createSecret" . }}
+checksum/secret: {{ include "serving-exporter.secretData" . | sha256sum }}
+{{- end }}
+{{- end }}
+
+{{/*
+The data of the chart's Secret.
+*/}}
+{{- define "serving-exporter.secretData" -}}
+{{- range (include "serving-exporter.credentials" . | fromJsonArray) }}
+{{- if index . 0 }}
+{{ index . 1 }}: {{ index . 0 | toString | b64enc }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The exporter container. Used by this chart's Deployment and StatefulSet and, through
+"serving-exporter.sidecar", by other charts.
+*/}}
+{{- define "serving-exporter.container" -}}
+{{- include "serving-exporter.validate" . -}}
+{{- $portName := include "serving-exporter.portName" . -}}
+- name: {{ if .Values.sidecar.enabled }}{{ .Values.sidecar.containerName }}{{ else }}{{ .Chart.Name }}{{ end }}
+  image: {{ include "serving-exporter.image" . | quote }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  {{- if and .Values.sidecar.enabled .Values.sidecar.nativeSidecar }}
+  restartPolicy: Always
+  {{- end }}
+  args:
+    - --config
+    - {{ include "serving-exporter.configDir" . }}/config.yaml
+    - --listen
+    - {{ include "serving-exporter.listen" . | quote }}
+    {{- range .Values.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+  {{- $env := list }}
+  {{- if include "serving-exporter.sharded" . }}
+  {{- /* The shard index comes from the ordinal ending the pod name (HOSTNAME). */}}
+  {{- $env = append $env (dict "name" "SERVING_EXPORTER_SHARD_COUNT" "value" (include "serving-exporter.shards" .)) }}
+  {{- end }}
+  {{- with .Values.databricks.host }}
+  {{- $env = append $env (dict "name" "DATABRICKS_HOST" "value" (toString .)) }}
+  {{- end }}
+  {{- with .Values.datadog.site }}
+  {{- $env = append $env (dict "name" "DD_SITE" "value" (toString .)) }}
+  {{- end }}
+  {{- $secret := include "serving-exporter.secretName" . }}
+  {{- $existing := .Values.existingSecret }}
+  {{- range (include "serving-exporter.credentials" . | fromJsonArray) }}
+  {{- if or $existing (index . 0) }}
+  {{- $ref := dict "name" $secret "key" (index . 1) }}
+  {{- if $existing }}
+  {{- $_ := set $ref "optional" true }}
+  {{- end }}
+  {{- $env = append $env (dict "name" (index . 2) "valueFrom" (dict "secretKeyRef" $ref)) }}
+  {{- end }}
+  {{- end }}
+  {{- $env = concat $env (.Values.extraEnv | default list) }}
+  {{- with $env }}
+  env:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.extraEnvFrom }}
+  envFrom:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  ports:
+    - name: {{ $portName }}
+      containerPort: {{ int .Values.containerPort }}
+      protocol: TCP
+  livenessProbe:
+    httpGet:
+      path: /healthz
+      port: {{ $portName }}
+    {{- toYaml .Values.livenessProbe | nindent 4 }}
+  {{- if not .Values.sidecar.enabled }}
+  readinessProbe:
+    httpGet:
+      path: /readyz
+      port: {{ $portName }}
+    {{- toYaml .Values.readinessProbe | nindent 4 }}
+  {{- end }}
+  {{- with .Values.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.securityContext }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  volumeMounts:
+    - name: serving-exporter-config
+      mountPath: {{ include "serving-exporter.configDir" . }}
+      readOnly: true
+    - name: serving-exporter-tmp
+      mountPath: /tmp
+    {{- with .Values.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end }}
+
+{{/*
+The volumes the exporter container mounts.
+*/}}
+{{- define "serving-exporter.volumes" -}}
+- name: serving-exporter-config
+  configMap:
+    name: {{ include "serving-exporter.fullname" . }}
+- name: serving-exporter-tmp
+  emptyDir:
+    {{- with .Values.tmpSizeLimit }}
+    sizeLimit: {{ . }}
+    {{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Sidecar mode, for other charts. In a chart that has serving-exporter as a dependency (with
+sidecar.enabled: true in its values for it), inside a pod template:
+
+  metadata:
+    annotations:
+      {{- include "serving-exporter.sidecarAnnotations" (index .Subcharts "serving-exporter") | nindent 8 }}
+  spec:
+    enableServiceLinks: false   # else a Service named serving-exporter* injects SERVING_EXPORTER_* variables
+    containers:
+      - name: model-server
+        ...
+      {{- include "serving-exporter.sidecar" (index .Subcharts "serving-exporter") | nindent 6 }}
+    volumes:
+      {{- include "serving-exporter.sidecarVolumes" (index .Subcharts "serving-exporter") | nindent 6 }}
+
+The argument is the dependency's own context (.Subcharts.<name or alias>), so names, values and
+the image default resolve exactly as in this chart. The container has a liveness probe but no
+readiness probe: a sidecar waiting for its first poll (or without working credentials) must not
+take the model server's pod out of its Service. See helm/examples/model-server/ and
+docs/kubernetes.md.
+*/}}
+{{- define "serving-exporter.sidecar" -}}
+{{- if not .Values.sidecar.enabled }}
+{{- fail "serving-exporter.sidecar: set sidecar.enabled: true in the values for the serving-exporter dependency" }}
+{{- end }}
+{{- include "serving-exporter.container" . }}
+{{- end }}
+
+{{- define "serving-exporter.sidecarVolumes" -}}
+{{- include "serving-exporter.volumes" . }}
+{{- end }}
+
+{{- define "serving-exporter.sidecarAnnotations" -}}
+{{- include "serving-exporter.checksums" . }}
+{{- end }}
