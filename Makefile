@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench generate clean
 
 demo: $(VENV)/.installed  ## run the demo workspace and the exporter (http://127.0.0.1:9877/metrics)
 	$(BIN)/serving-exporter demo
@@ -13,6 +13,12 @@ test: $(VENV)/.installed  ## run the whole test suite
 
 bench: $(VENV)/.installed  ## poll duration for 1,000 simulated endpoints, with a sequential baseline
 	$(BIN)/python bench/poll_bench.py
+
+generate: $(VENV)/.installed  ## regenerate every derived file (tests fail when one is stale)
+	$(BIN)/python -m exporter.rules > docs/remediation.md
+	$(BIN)/python alerts/generate.py
+	$(BIN)/python dashboards/build.py
+	$(BIN)/python helm/sync.py
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
