@@ -1,4 +1,4 @@
-"""Command line: `serving-exporter run | demo | simulate | check-config`."""
+"""Command line: `serving-exporter run | demo | simulate | recommend | datadog | check-config`."""
 
 from __future__ import annotations
 
@@ -33,6 +33,17 @@ credentials (read by the Databricks SDK, never by a flag):
   DATABRICKS_CONFIG_PROFILE                         profile in ~/.databrickscfg
 
 endpoints: /metrics, /healthz, /readyz, /api/v1/endpoints (default port {DEFAULT_PORT})
+
+datadog (docs/datadog.md): DD_API_KEY turns the Datadog sink on; DD_SITE
+(default datadoghq.com) or SERVING_EXPORTER_DATADOG_URL say where it sends.
+"""
+
+
+DATADOG_EPILOG = """\
+credentials (environment only, never flags or files):
+  DD_API_KEY, DD_APP_KEY     API and application key (both needed; not for --dry-run)
+  DD_SITE                    datadoghq.com (default), datadoghq.eu, us3.datadoghq.com, ...
+  SERVING_EXPORTER_DATADOG_URL   explicit API base URL (proxy, test API) instead of DD_SITE
 """
 
 
@@ -108,6 +119,35 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--json", action="store_true", help="print JSON instead of text")
     _common(rec)
 
+    dd = sub.add_parser("datadog", help="create or update the Datadog monitors and dashboard (docs/datadog.md)",
+                        description=textwrap.dedent("""\
+                            Monitors and the dashboard as code: sync alerts/datadog/monitors.yaml and
+                            dashboards/datadog/model-serving.json to Datadog, idempotently."""),
+                        epilog=DATADOG_EPILOG, formatter_class=raw)
+    dd_sub = dd.add_subparsers(dest="datadog_command", required=True, metavar="ACTION")
+    monitors = dd_sub.add_parser("sync-monitors", help="create or update the managed monitors",
+                                 description=textwrap.dedent("""\
+                                     Create the monitors of the file that are missing in Datadog and update those that
+                                     differ, matched by their tag serving-exporter-monitor:<id> (all carry
+                                     managed-by:serving-exporter). Prints the plan first; a second run changes nothing."""),
+                                 epilog=DATADOG_EPILOG, formatter_class=raw)
+    monitors.add_argument("--dry-run", action="store_true",
+                          help="print the plan (create / update / unchanged) and change nothing; reads Datadog when the keys are set")
+    monitors.add_argument("--prune", action="store_true",
+                          help="also delete managed monitors that are no longer in the file (default: report them)")
+    monitors.add_argument("--file", metavar="FILE", help="monitor definitions (default alerts/datadog/monitors.yaml)")
+    dashboard = dd_sub.add_parser("sync-dashboard", help="create or update the model-serving dashboard",
+                                  description=textwrap.dedent("""\
+                                      Create the dashboard, or update the one whose description carries the file's
+                                      [serving-exporter:dashboard=<id>] marker when it differs. A second run changes nothing."""),
+                                  epilog=DATADOG_EPILOG, formatter_class=raw)
+    dashboard.add_argument("--dry-run", action="store_true",
+                           help="print whether the dashboard would be created, updated or left unchanged; change nothing")
+    dashboard.add_argument("--file", metavar="FILE", help="dashboard JSON (default dashboards/datadog/model-serving.json)")
+    for action in (monitors, dashboard):
+        action.add_argument("--config", metavar="FILE", help="YAML configuration (for datadog_url; env SERVING_EXPORTER_CONFIG_FILE)")
+        _common(action)
+
     check = sub.add_parser("check-config", help="validate the configuration and print the effective settings",
                            description="Validate configuration from file, environment and flags; print it as YAML.")
     check.add_argument("--config", metavar="FILE", help="YAML configuration file")
@@ -136,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     from . import commands  # heavy imports only once the configuration is known to be good
 
-    handlers = {"run": commands.run, "demo": commands.demo, "simulate": commands.simulate, "recommend": commands.recommend}
+    handlers = {"run": commands.run, "demo": commands.demo, "simulate": commands.simulate, "recommend": commands.recommend,
+                "datadog": commands.datadog}
     return handlers[args.command](args, settings)
 
 

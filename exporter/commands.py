@@ -47,10 +47,45 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         print(json.dumps(snapshot_json(snap), indent=1))
         return 0
+    sinks = _sinks(settings)
+    if sinks is None:
+        return 2
     source = _source(settings, host=settings.databricks.host, profile=settings.databricks.profile)
-    daemon = Daemon(settings, source).start()
+    daemon = Daemon(settings, source, sinks=sinks).start()
     run_until_signalled(daemon.stop)
     return 0
+
+
+def _sinks(settings: Settings) -> list | None:
+    """The push sinks the environment turns on (Datadog with DD_API_KEY), or None after reporting a problem."""
+    from .config import ConfigError
+    from .sinks import build_sinks
+
+    try:
+        return build_sinks(settings)
+    except ConfigError as exc:
+        print(f"serving-exporter: {exc}", file=sys.stderr)
+        return None
+
+
+def datadog(args: argparse.Namespace, settings: Settings) -> int:
+    """`datadog sync-monitors | sync-dashboard` (exporter/datadog_sync.py)."""
+    from pathlib import Path
+
+    from .config import ConfigError
+    from .datadog_sync import DEFAULT_DASHBOARD, DEFAULT_MONITORS, SyncError, api_client, sync_dashboard, sync_monitors
+
+    try:
+        api = api_client(settings, required=not args.dry_run)
+        if args.datadog_command == "sync-monitors":
+            return sync_monitors(api, Path(args.file) if args.file else DEFAULT_MONITORS, args.dry_run, args.prune)
+        return sync_dashboard(api, Path(args.file) if args.file else DEFAULT_DASHBOARD, args.dry_run)
+    except SyncError as exc:
+        print(f"serving-exporter: {exc}", file=sys.stderr)
+        return exc.code
+    except ConfigError as exc:
+        print(f"serving-exporter: {exc}", file=sys.stderr)
+        return 2
 
 
 def recommend(args: argparse.Namespace, settings: Settings) -> int:
@@ -111,12 +146,16 @@ def format_recommendations(endpoints: list[dict]) -> str:
 def demo(args: argparse.Namespace, settings: Settings) -> int:
     from .simulator import DEMO_TOKEN, SimulatorServer, build_demo_workspace
 
+    sinks = _sinks(settings)
+    if sinks is None:
+        return 2
     workspace = build_demo_workspace(minute_seconds=args.minute_seconds)
     sim_host, sim_port = parse_listen(args.simulator_listen)
     simulator = SimulatorServer(workspace, sim_host, sim_port).start()
     source = _source(settings, host=simulator.url, token=DEMO_TOKEN, auth_type="pat")
     # Bodies without sample timestamps are keyed by the clock; in the demo that is the published simulated minute.
-    daemon = Daemon(settings, source, minute_clock=lambda: workspace.timestamp_ms(workspace.current_minute) / 1000).start()
+    daemon = Daemon(settings, source, minute_clock=lambda: workspace.timestamp_ms(workspace.current_minute) / 1000,
+                    sinks=sinks).start()
     print(f"""serving-exporter demo: {len(workspace.names())} simulated endpoints, one simulated minute every {args.minute_seconds:g} s
   exporter metrics    {daemon.url}/metrics
   endpoint health     {daemon.url}/api/v1/endpoints

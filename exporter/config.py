@@ -23,6 +23,9 @@ from .model import EndpointInfo
 
 ENV_PREFIX = "SERVING_EXPORTER_"
 ENV_NESTED = "__"
+# Docker-links-style variables Kubernetes injects for every Service in the namespace, e.g.
+# SERVING_EXPORTER_SERVICE_HOST or SERVING_EXPORTER_HEADLESS_PORT_9877_TCP_ADDR.
+K8S_SERVICE_LINK = re.compile(r"^SERVING_EXPORTER(_[A-Z0-9_]+)?_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$")
 DEFAULT_PORT = 9877
 
 
@@ -195,6 +198,36 @@ class DatabricksSettings(_Strict):
     profile: str | None = Field(None, description="~/.databrickscfg profile; default: DATABRICKS_CONFIG_PROFILE")
 
 
+# Tag keys the Datadog sink sets itself; a user tag may not reuse them.
+DATADOG_RESERVED_TAG_KEYS = ("endpoint", "served_entity", "workspace", "level")
+_DATADOG_TAG = re.compile(r"[A-Za-z][A-Za-z0-9_.:/-]{0,199}")
+
+
+class DatadogSettings(_Strict):
+    """The Datadog sink and the `datadog sync-*` commands (docs/datadog.md). The keys are never settings:
+    DD_API_KEY (turns the sink on) and DD_APP_KEY come from the environment, as does DD_SITE."""
+
+    tags: list[str] = Field(default_factory=list, description="tags added to every metric and event, e.g. env:prod, team:ml")
+    buffer_points: int = Field(100_000, ge=100, description="points kept for delivery through an intake outage; when full the oldest are dropped")
+    max_point_age_seconds: float | None = Field(3600.0, gt=0, description="drop buffered points older than this (the intake ignores points over 1 h old); null keeps them")
+    request_timeout_seconds: float = Field(10.0, gt=0, description="timeout of one request to the Datadog API")
+    backoff_initial_seconds: float = Field(1.0, gt=0, description="first retry delay after a timeout, 408, 429 or 5xx; doubles per failure, with jitter")
+    backoff_max_seconds: float = Field(120.0, gt=0, description="longest retry delay, unless a rate-limit header asks for longer")
+    shutdown_flush_seconds: float = Field(5.0, ge=0, description="on shutdown, how long to keep delivering buffered points")
+    histogram_buckets: bool = Field(True, description="send the per-minute latency histogram buckets (one custom metric per bucket)")
+    events: bool = Field(True, description="send a Datadog event when a remediation hint activates or clears")
+
+    @field_validator("tags")
+    @classmethod
+    def _valid_tags(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            if not _DATADOG_TAG.fullmatch(tag):
+                raise ValueError(f"invalid Datadog tag {tag!r}: start with a letter; letters, digits, _ - : . / only; at most 200 characters")
+            if tag.split(":", 1)[0].lower() in DATADOG_RESERVED_TAG_KEYS:
+                raise ValueError(f"tag {tag!r}: the key is set by the exporter ({', '.join(DATADOG_RESERVED_TAG_KEYS)})")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED, extra="forbid",
                                       env_parse_none_str="null")
@@ -215,6 +248,8 @@ class Settings(BaseSettings):
     remediation: Remediation = Field(default_factory=Remediation)
     target_overrides: list[TargetOverride] = Field(default_factory=list, description="per-endpoint targets; later entries win")
     databricks: DatabricksSettings = Field(default_factory=DatabricksSettings)
+    datadog: DatadogSettings = Field(default_factory=DatadogSettings)
+    datadog_url: str | None = Field(None, description="base URL of the Datadog API, for a proxy or a test intake; default https://api.<DD_SITE>")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -223,6 +258,13 @@ class Settings(BaseSettings):
     def _host_port(cls, value: str) -> str:
         parse_listen(value)
         return value
+
+    @field_validator("datadog_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError(f"expected an http:// or https:// base URL, got {value!r}")
+        return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
     def _shard_in_range(self) -> Settings:
@@ -300,6 +342,8 @@ def _unknown_env_vars(environ: Mapping[str, str]) -> list[str]:
     known = {name.upper() for name in Settings.model_fields} | {"CONFIG_FILE"}
     problems = []
     for var in sorted(environ):
+        if K8S_SERVICE_LINK.match(var.upper()):
+            continue  # injected by Kubernetes for a Service named serving-exporter*, not a setting
         if var.upper().startswith(ENV_PREFIX):
             top = var[len(ENV_PREFIX):].split(ENV_NESTED)[0].upper()
             if top not in known:

@@ -6,7 +6,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -15,19 +15,26 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from .collector import ServingCollector
 from .config import Settings, parse_listen
 from .poller import Poller
+from .sinks import SnapshotSink
 from .sources import Source
 from .web import HttpServer, make_app
 
 log = logging.getLogger(__name__)
 
+STOP_WAIT_S = 10  # well inside Kubernetes' default 30 s termination grace period
+
 
 class Daemon:
     def __init__(self, settings: Settings, source: Source, clock: Callable[[], float] = time.time,
-                 minute_clock: Callable[[], float] | None = None):
+                 minute_clock: Callable[[], float] | None = None, sinks: Sequence[SnapshotSink] = ()):
         self.settings = settings
         self.poller = Poller(source, settings, clock=clock, minute_clock=minute_clock)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ServingCollector(self.snapshot))
+        # Push sinks (Datadog) get every new snapshot; their self-metrics are on /metrics.
+        self.sinks = tuple(sinks)
+        for sink in self.sinks:
+            self.registry.register(sink.collector())
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
@@ -55,11 +62,19 @@ class Daemon:
             if self._stopped.is_set():
                 return
             try:
-                self.poller.poll()
+                snap = self.poller.poll()
             except Exception:  # keep the schedule alive whatever happens; the last snapshot stays served
                 log.exception("poll failed")
+                return
+            for sink in self.sinks:  # offer() only queues: a slow sink never delays the next poll
+                try:
+                    sink.offer(snap)
+                except Exception:
+                    log.exception("sink %s did not take the snapshot", sink.name)
 
     def start(self) -> Daemon:
+        for sink in self.sinks:
+            sink.start()
         self.http.start()
         self.scheduler.start()
         log.info("serving-exporter listening on %s (poll every %ss)", self.url, self.settings.poll_interval_seconds)
@@ -72,10 +87,12 @@ class Daemon:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         # Let a poll in progress publish (it is bounded by the poll deadline) before tearing down.
-        if self._polling.acquire(timeout=self.settings.poll_interval_seconds):
+        if self._polling.acquire(timeout=min(STOP_WAIT_S, self.settings.poll_interval_seconds)):
             self._polling.release()
         self.http.stop()
         self.poller.close()
+        for sink in self.sinks:  # each delivers what it can within its own shutdown budget
+            sink.stop()
         log.info("stopped")
 
     def wait_ready(self, timeout: float) -> bool:

@@ -15,9 +15,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture(autouse=True)
 def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path):
-    """No developer settings, Databricks credentials or ~/.databrickscfg leak into a test, and a test
+    """No developer settings, Databricks or Datadog credentials or ~/.databrickscfg leak into a test, and a test
     that configures logging (the CLI does) leaves the root logger as it found it."""
-    for var in [v for v in os.environ if v.upper().startswith(("SERVING_EXPORTER_", "DATABRICKS_"))]:
+    for var in [v for v in os.environ if v.upper().startswith(("SERVING_EXPORTER_", "DATABRICKS_", "DD_"))]:
         monkeypatch.delenv(var)
     monkeypatch.setenv("HOME", str(tmp_path))
     root = logging.getLogger()

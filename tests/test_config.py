@@ -113,3 +113,15 @@ def test_yaml_error_and_environment_errors_are_reported_together(monkeypatch):
     found = problems("bad_yaml.yaml")
     assert len(found) == 2 and any("not valid YAML" in p for p in found)
     assert any("SERVING_EXPORTER_POLL_INTERVL" in p for p in found)
+
+
+def test_kubernetes_service_link_variables_are_not_settings(monkeypatch):
+    for var, value in {"SERVING_EXPORTER_SERVICE_HOST": "10.0.0.1", "SERVING_EXPORTER_SERVICE_PORT": "9877",
+                       "SERVING_EXPORTER_SERVICE_PORT_HTTP": "9877", "SERVING_EXPORTER_PORT": "tcp://10.0.0.1:9877",
+                       "SERVING_EXPORTER_PORT_9877_TCP": "tcp://10.0.0.1:9877",
+                       "SERVING_EXPORTER_PORT_9877_TCP_ADDR": "10.0.0.1",
+                       "SERVING_EXPORTER_HEADLESS_SERVICE_HOST": "10.0.0.2"}.items():
+        monkeypatch.setenv(var, value)
+    assert load_settings().poll_interval_seconds == 60
+    monkeypatch.setenv("SERVING_EXPORTER_POLL_INTERVL", "5")
+    assert len(problems()) == 1

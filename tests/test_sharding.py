@@ -71,14 +71,13 @@ def test_replicas_against_the_demo_workspace_cover_every_endpoint_once():
         try:
             for index in range(3):
                 settings = load_settings(overrides={"listen": "127.0.0.1:0", "poll_interval_seconds": 1,
-                                                    "shard_count": 3, "shard_index": index})
+                                                    "poll_deadline_seconds": 10, "shard_count": 3, "shard_index": index})
                 factory = client_factory(5, 1, 8, host=sim.url, token=DEMO_TOKEN, auth_type="pat")
                 daemons.append(Daemon(settings, DatabricksSource(factory)).start())
             assert all(d.wait_ready(15) for d in daemons)
-            seen = []
+            seen = [{e["name"] for e in requests.get(f"{d.url}/api/v1/endpoints", timeout=5).json()["endpoints"]}
+                    for d in daemons]
             for d in daemons:
-                api = requests.get(f"{d.url}/api/v1/endpoints", timeout=5).json()
-                seen.append({e["name"] for e in api["endpoints"]})
                 metrics = requests.get(f"{d.url}/metrics", timeout=5).text
                 assert f'model_serving_exporter_shard_info{{shard_count="3",shard_index="{daemons.index(d)}"}} 1.0' in metrics
             assert sorted(n for share in seen for n in share) == sorted(workspace.names())

@@ -121,11 +121,11 @@ def client_factory(timeout_s: float, retry_budget_s: float, pool_size: int,
             **{k: v for k, v in auth.items() if v is not None},
             http_timeout_seconds=timeout_s,
             retry_timeout_seconds=max(1, math.ceil(retry_budget_s)),  # the SDK reads 0 as "default 300"
-            max_connection_pools=pool_size,
-            max_connections_per_pool=pool_size,
+            max_connection_pools=pool_size + 2,
+            max_connections_per_pool=pool_size + 2,
         )
         client = WorkspaceClient(config=config)
-        _size_plain_http_pool(client, pool_size)
+        _size_plain_http_pool(client, pool_size + 2)  # + the list call and a token refresh beside the workers
         return client
 
     return factory
