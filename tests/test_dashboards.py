@@ -92,7 +92,8 @@ def variable_to_promql(query: str) -> tuple[str, str]:
     """Grafana's `label_values(selector, label)` as the PromQL Grafana effectively asks: (expr, label)."""
     m = LABEL_VALUES.match(query)
     assert m, f"unsupported variable query {query!r}"
-    selector, label = m.group(1) or f'{{{label}!=""}}', m.group(2)
+    label = m.group(2)
+    selector = m.group(1) or f'{{{label}!=""}}'
     return f"count by ({label}) ({selector})", label
 
 
