@@ -27,7 +27,7 @@ from .model import EndpointReport, SeriesReport, Snapshot
 
 log = logging.getLogger(__name__)
 
-SERIES = ["endpoint", "served_entity"]  # served_entity is "" for the endpoint as a whole
+SERIES = ["serving_endpoint", "served_entity"]  # served_entity is "" for the endpoint as a whole
 QUEUE_HELP = (
     "Requests waiting for a free slot, averaged over the window: measured by Little's law (arrival rate x mean "
     "model_queue_time_ms) when the platform reports queue time, else estimated per minute as max(0, QPS x mean "
@@ -85,23 +85,23 @@ class _Families:
         self.configured = g("model_serving_configured_concurrency", "Configured min/max provisioned concurrency of a served entity, where its configuration sets them.", labels=SERIES + ["bound"])
         self.coverage = g("model_serving_window_coverage_seconds", "Source data in the analysis window: received minutes x 60 (0: no data yet).", labels=SERIES)
         self.minute_ts = g("model_serving_last_minute_timestamp_seconds", "Start of the newest source minute received.", labels=SERIES)
-        self.target = g("model_serving_target", "Target for a check (a check is breached when its value exceeds the target).", labels=["endpoint", "check"])
+        self.target = g("model_serving_target", "Target for a check (a check is breached when its value exceeds the target).", labels=["serving_endpoint", "check"])
         self.breached = g("model_serving_target_breached", "1 when the check's value exceeds its target, else 0 (absent: no data or no target).", labels=SERIES + ["check"])
-        self.remediation = g("model_serving_remediation", "1 while a remediation hint is active for the endpoint (rule ids: docs/remediation.md; details: /api/v1/endpoints).", labels=["endpoint", "rule", "severity"])
-        self.recommended = g("model_serving_recommended_concurrency", "Provisioned concurrency the window supports: min for the quietest minute, max for the busiest, with headroom.", labels=["endpoint", "bound"])
-        self.ready = g("model_serving_endpoint_ready", "1 when the endpoint is READY and its served entities are deployed.", labels=["endpoint"])
+        self.remediation = g("model_serving_remediation", "1 while a remediation hint is active for the endpoint (rule ids: docs/remediation.md; details: /api/v1/endpoints).", labels=["serving_endpoint", "rule", "severity"])
+        self.recommended = g("model_serving_recommended_concurrency", "Provisioned concurrency the window supports: min for the quietest minute, max for the busiest, with headroom.", labels=["serving_endpoint", "bound"])
+        self.ready = g("model_serving_endpoint_ready", "1 when the endpoint is READY and its served entities are deployed.", labels=["serving_endpoint"])
         # Only labels that change with the configuration; state lives in model_serving_endpoint_ready.
         self.info = InfoMetricFamily("model_serving_endpoint", "Endpoint configuration.", labels=[
-            "endpoint", "endpoint_id", "workload_type", "route_optimized", "scale_to_zero", "task", "kind"])
+            "serving_endpoint", "platform", "endpoint_id", "workload_type", "route_optimized", "scale_to_zero", "task", "kind"])
         self.entity_info = InfoMetricFamily("model_serving_served_entity", "Served entity configuration.", labels=[
-            "endpoint", "served_entity", "entity_name", "entity_version", "workload_type", "workload_size",
+            "serving_endpoint", "served_entity", "platform", "entity_name", "entity_version", "workload_type", "workload_size",
             "deployment_state", "kind"])
         self.requests = CounterMetricFamily("model_serving_requests", "Requests, accumulated by the exporter from the per-minute counts (resets when the exporter restarts).", labels=SERIES)
         self.errors = CounterMetricFamily("model_serving_request_errors", "Requests answered 4xx/5xx, accumulated from the per-minute counts.", labels=SERIES + ["class"])
         self.duration = HistogramMetricFamily("model_serving_request_duration_seconds", "Request latency, accumulated from the per-minute histograms.", labels=SERIES)
-        self.up = g("model_serving_exporter_up", "1 when the last metrics fetch for the endpoint succeeded.", labels=["endpoint"])
-        self.last_success = g("model_serving_exporter_last_success_timestamp_seconds", "Time of the last successful metrics fetch for the endpoint.", labels=["endpoint"])
-        self.fetch_duration = g("model_serving_exporter_fetch_duration_seconds", "Duration of the endpoint's last metrics fetch.", labels=["endpoint"])
+        self.up = g("model_serving_exporter_up", "1 when the last metrics fetch for the endpoint succeeded.", labels=["serving_endpoint"])
+        self.last_success = g("model_serving_exporter_last_success_timestamp_seconds", "Time of the last successful metrics fetch for the endpoint.", labels=["serving_endpoint"])
+        self.fetch_duration = g("model_serving_exporter_fetch_duration_seconds", "Duration of the endpoint's last metrics fetch.", labels=["serving_endpoint"])
 
     def add_endpoint(self, report: EndpointReport) -> None:
         info, name = report.info, report.info.name
@@ -114,13 +114,13 @@ class _Families:
         self.ready.add_metric([name], float(info.ready == "READY" and all(
             e.deployment_state in (None, "DEPLOYMENT_READY") for e in info.served_entities)))
         self.info.add_metric([name], {
-            "endpoint_id": info.id or "", "workload_type": info.workload_type or "", "route_optimized": _flag(info.route_optimized),
+            "platform": info.platform, "endpoint_id": info.id or "", "workload_type": info.workload_type or "", "route_optimized": _flag(info.route_optimized),
             "scale_to_zero": _flag(any(e.scale_to_zero_enabled for e in info.served_entities) if info.detailed else None),
             "task": info.task or "", "kind": info.kind,
         })
         for e in info.served_entities:
             self.entity_info.add_metric([name, e.name], {
-                "entity_name": e.entity_name or "", "entity_version": e.entity_version or "",
+                "platform": info.platform, "entity_name": e.entity_name or "", "entity_version": e.entity_version or "",
                 "workload_type": e.workload_type or "", "workload_size": e.workload_size or "",
                 "deployment_state": e.deployment_state or "", "kind": e.kind,
             })
@@ -197,7 +197,7 @@ def _exporter_families(snap: Snapshot, render_errors: int) -> Iterator[Metric]:
     for result in ("success", "list_failed"):
         polls.add_metric([result], snap.polls.get(result, 0.0))
     yield polls
-    errors = CounterMetricFamily("model_serving_exporter_fetch_errors", "Failures by endpoint, call (detail, metrics) and reason (HTTP status class, timeout, parse_error, deadline, ...).", labels=["endpoint", "call", "reason"])
+    errors = CounterMetricFamily("model_serving_exporter_fetch_errors", "Failures by endpoint, call (detail, metrics) and reason (HTTP status class, timeout, parse_error, deadline, ...).", labels=["serving_endpoint", "call", "reason"])
     for (endpoint, call, reason), n in sorted(snap.fetch_errors.items()):
         errors.add_metric([endpoint, call, reason], n)
     yield errors

@@ -38,6 +38,7 @@ class EndpointInfo:
     """What the list call tells about an endpoint, enriched by the detail call when fetched."""
 
     name: str
+    platform: str = ""  # the source's platform, e.g. databricks
     id: str | None = None
     ready: str | None = None  # READY | NOT_READY
     config_update: str | None = None  # NOT_UPDATING | IN_PROGRESS | UPDATE_FAILED | ...

@@ -52,6 +52,8 @@ def expected_tags(labels: dict[str, str]) -> set[str]:
             tags.add("level:endpoint" if value == "" else "level:served_entity")
             if value == "":
                 continue
+        if key == "serving_endpoint":
+            key = "endpoint"  # Datadog keeps its tag name: the Prometheus Operator's label clash does not exist there
         if key == "le":
             key, value = "upper_bound", "inf" if value == "+Inf" else format(float(value), "g")
         if value != "":

@@ -98,24 +98,24 @@ def test_demo_shows_every_family_and_the_diagnoses(stack: Stack):
     samples = stack.scrape()
     names = {name for name, _ in samples}
     assert not [f for f in REQUIRED_FAMILIES if f not in names]
-    endpoints = {dict(labels)["endpoint"] for name, labels in samples if name == "model_serving_requests_per_second"}
+    endpoints = {dict(labels)["serving_endpoint"] for name, labels in samples if name == "model_serving_requests_per_second"}
     assert len(endpoints) >= 6
     whole = {"served_entity": ""}
-    assert stack.value("model_serving_queue_depth", endpoint="recommender", **whole) > 0
-    assert stack.value("model_serving_queue_depth_method", endpoint="recommender", method="queue_time", **whole) == 1
-    assert stack.value("model_serving_target_breached", endpoint="recommender", check="queue_depth", **whole) == 1
-    assert stack.value("model_serving_error_ratio", endpoint="support-chat", **whole) > 0.01
-    assert stack.value("model_serving_error_ratio", endpoint="fraud-scorer", **whole) < 0.01
-    assert stack.value("model_serving_target_breached", endpoint="fraud-scorer", check="error_ratio", **whole) == 0
-    assert stack.value("model_serving_cpu_utilization_ratio", endpoint="doc-embedder", **whole) > 0.8
-    assert stack.value("model_serving_gpu_utilization_ratio", endpoint="vision-classifier", **whole) < 0.2
-    assert stack.value("model_serving_requests_per_second", endpoint="search-ranker", **whole) > 200
+    assert stack.value("model_serving_queue_depth", serving_endpoint="recommender", **whole) > 0
+    assert stack.value("model_serving_queue_depth_method", serving_endpoint="recommender", method="queue_time", **whole) == 1
+    assert stack.value("model_serving_target_breached", serving_endpoint="recommender", check="queue_depth", **whole) == 1
+    assert stack.value("model_serving_error_ratio", serving_endpoint="support-chat", **whole) > 0.01
+    assert stack.value("model_serving_error_ratio", serving_endpoint="fraud-scorer", **whole) < 0.01
+    assert stack.value("model_serving_target_breached", serving_endpoint="fraud-scorer", check="error_ratio", **whole) == 0
+    assert stack.value("model_serving_cpu_utilization_ratio", serving_endpoint="doc-embedder", **whole) > 0.8
+    assert stack.value("model_serving_gpu_utilization_ratio", serving_endpoint="vision-classifier", **whole) < 0.2
+    assert stack.value("model_serving_requests_per_second", serving_endpoint="search-ranker", **whole) > 200
     # The canary's 5xx are visible per served entity.
-    assert stack.value("model_serving_error_ratio", endpoint="support-chat", served_entity="support-chat-v4") > 0.2
+    assert stack.value("model_serving_error_ratio", serving_endpoint="support-chat", served_entity="support-chat-v4") > 0.2
 
 
 def test_figures_follow_a_scenario_change(stack: Stack):
-    whole = {"endpoint": "fraud-scorer", "served_entity": ""}
+    whole = {"serving_endpoint": "fraud-scorer", "served_entity": ""}
     wait_for(lambda: stack.value("model_serving_error_ratio", **whole) is not None)
     assert stack.value("model_serving_error_ratio", **whole) < 0.01
     stack.control("POST", "/endpoints/fraud-scorer/scenario", {"preset": "error_burst"})
@@ -133,31 +133,31 @@ def test_figures_follow_a_scenario_change(stack: Stack):
 @pytest.mark.parametrize("fault,reason", [("http_500", "internal_error"), ("garbage", "parse_error"),
                                           ("http_429", "too_many_requests"), ("timeout", "timeout")])
 def test_a_failing_endpoint_is_isolated_and_keeps_its_figures(stack: Stack, fault: str, reason: str):
-    wait_for(lambda: stack.value("model_serving_requests_per_second", endpoint="search-ranker", served_entity="") is not None)
+    wait_for(lambda: stack.value("model_serving_requests_per_second", serving_endpoint="search-ranker", served_entity="") is not None)
     stack.control("POST", "/endpoints/search-ranker/fault", {"kind": fault, "retry_after": 1, "delay_s": 5})
-    wait_for(lambda: stack.value("model_serving_exporter_up", endpoint="search-ranker") == 0, what="up to drop")
-    wait_for(lambda: (stack.value("model_serving_exporter_fetch_errors_total", endpoint="search-ranker", call="metrics",
+    wait_for(lambda: stack.value("model_serving_exporter_up", serving_endpoint="search-ranker") == 0, what="up to drop")
+    wait_for(lambda: (stack.value("model_serving_exporter_fetch_errors_total", serving_endpoint="search-ranker", call="metrics",
                                   reason=reason) or 0) >= 1, what=f"a {reason} failure to be counted")
     # Its last figures stay; every other endpoint stays up and fresh.
-    assert stack.value("model_serving_requests_per_second", endpoint="search-ranker", served_entity="") > 200
-    assert stack.value("model_serving_exporter_up", endpoint="fraud-scorer") == 1
-    seen = stack.value("model_serving_exporter_last_success_timestamp_seconds", endpoint="fraud-scorer")
-    wait_for(lambda: stack.value("model_serving_exporter_last_success_timestamp_seconds", endpoint="fraud-scorer") > seen,
+    assert stack.value("model_serving_requests_per_second", serving_endpoint="search-ranker", served_entity="") > 200
+    assert stack.value("model_serving_exporter_up", serving_endpoint="fraud-scorer") == 1
+    seen = stack.value("model_serving_exporter_last_success_timestamp_seconds", serving_endpoint="fraud-scorer")
+    wait_for(lambda: stack.value("model_serving_exporter_last_success_timestamp_seconds", serving_endpoint="fraud-scorer") > seen,
              what="the healthy endpoint to keep being polled")
     status = next(e for e in stack.api()["endpoints"] if e["name"] == "search-ranker")["status"]
     assert status["up"] is False and status["last_error"].startswith((reason, "deadline"))
     stack.control("POST", "/endpoints/search-ranker/fault", {"kind": "none"})
-    wait_for(lambda: stack.value("model_serving_exporter_up", endpoint="search-ranker") == 1, what="recovery")
+    wait_for(lambda: stack.value("model_serving_exporter_up", serving_endpoint="search-ranker") == 1, what="recovery")
 
 
 def test_vanished_endpoint_takes_its_series_with_it(stack: Stack):
-    assert stack.value("model_serving_exporter_up", endpoint="batch-scorer") == 1
+    assert stack.value("model_serving_exporter_up", serving_endpoint="batch-scorer") == 1
     stack.control("DELETE", "/endpoints/batch-scorer")
-    wait_for(lambda: not any(dict(labels).get("endpoint") == "batch-scorer" for _, labels in stack.scrape()),
+    wait_for(lambda: not any(dict(labels).get("serving_endpoint") == "batch-scorer" for _, labels in stack.scrape()),
              what="batch-scorer's series to disappear")
     assert "batch-scorer" not in [e["name"] for e in stack.api()["endpoints"]]
     stack.control("POST", "/endpoints", {"name": "new-endpoint", "preset": "healthy"})
-    wait_for(lambda: stack.value("model_serving_exporter_up", endpoint="new-endpoint") == 1, what="discovery")
+    wait_for(lambda: stack.value("model_serving_exporter_up", serving_endpoint="new-endpoint") == 1, what="discovery")
 
 
 def test_oauth_m2m_survives_token_revocation_and_leaks_no_secret(caplog):
@@ -168,8 +168,8 @@ def test_oauth_m2m_survives_token_revocation_and_leaks_no_secret(caplog):
         assert tokens_before >= 1
         s.control("POST", "/tokens/revoke")
         wait_for(lambda: s.workspace.requests_of("token") > tokens_before, what="a new token after the 401")
-        seen = s.value("model_serving_exporter_last_success_timestamp_seconds", endpoint="fraud-scorer")
-        wait_for(lambda: s.value("model_serving_exporter_last_success_timestamp_seconds", endpoint="fraud-scorer") > seen,
+        seen = s.value("model_serving_exporter_last_success_timestamp_seconds", serving_endpoint="fraud-scorer")
+        wait_for(lambda: s.value("model_serving_exporter_last_success_timestamp_seconds", serving_endpoint="fraud-scorer") > seen,
                  what="polls to succeed with the new token")
         exposed = requests.get(f"{s.daemon.url}/metrics", timeout=5).text + requests.get(
             f"{s.daemon.url}/api/v1/endpoints", timeout=5).text + caplog.text
@@ -184,7 +184,7 @@ def test_oauth_m2m_survives_token_revocation_and_leaks_no_secret(caplog):
 def test_pat_never_appears_in_output_or_logs(stack: Stack, caplog):
     caplog.set_level(logging.DEBUG)
     stack.control("POST", "/endpoints/fraud-scorer/fault", {"kind": "http_403"})
-    wait_for(lambda: stack.value("model_serving_exporter_up", endpoint="fraud-scorer") == 0)
+    wait_for(lambda: stack.value("model_serving_exporter_up", serving_endpoint="fraud-scorer") == 0)
     exposed = (requests.get(f"{stack.daemon.url}/metrics", timeout=5).text
                + requests.get(f"{stack.daemon.url}/api/v1/endpoints", timeout=5).text + caplog.text)
     assert DEMO_TOKEN not in exposed
@@ -260,8 +260,8 @@ def test_oauth_token_is_refreshed_before_it_expires(caplog):
     try:
         first = s.workspace.requests_of("token")
         wait_for(lambda: s.workspace.requests_of("token") >= first + 2, timeout=15, what="two token refreshes")
-        seen = s.value("model_serving_exporter_last_success_timestamp_seconds", endpoint="fraud-scorer")
-        wait_for(lambda: s.value("model_serving_exporter_last_success_timestamp_seconds", endpoint="fraud-scorer") > seen)
+        seen = s.value("model_serving_exporter_last_success_timestamp_seconds", serving_endpoint="fraud-scorer")
+        wait_for(lambda: s.value("model_serving_exporter_last_success_timestamp_seconds", serving_endpoint="fraud-scorer") > seen)
         assert "re-authenticating" not in caplog.text  # refreshed ahead of expiry, never by a 401
         assert "unauthenticated" not in requests.get(f"{s.daemon.url}/metrics", timeout=5).text
     finally:

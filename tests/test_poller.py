@@ -115,10 +115,10 @@ def test_per_endpoint_targets_reach_the_exposition():
     poller.poll()
     registry = CollectorRegistry()
     registry.register(ServingCollector(lambda: poller.snapshot))
-    assert registry.get_sample_value("model_serving_target", {"endpoint": "b", "check": "cpu_utilization"}) == 0.3
-    assert registry.get_sample_value("model_serving_target", {"endpoint": "a", "check": "cpu_utilization"}) == 0.8
+    assert registry.get_sample_value("model_serving_target", {"serving_endpoint": "b", "check": "cpu_utilization"}) == 0.3
+    assert registry.get_sample_value("model_serving_target", {"serving_endpoint": "a", "check": "cpu_utilization"}) == 0.8
     assert registry.get_sample_value("model_serving_target_breached",
-                                     {"endpoint": "b", "served_entity": "", "check": "cpu_utilization"}) == 1
+                                     {"serving_endpoint": "b", "served_entity": "", "check": "cpu_utilization"}) == 1
 
 
 def test_a_failing_list_keeps_polling_known_endpoints():
@@ -212,7 +212,7 @@ def test_render_failure_of_one_endpoint_leaves_no_partial_series(monkeypatch):
     registry = CollectorRegistry()
     registry.register(ServingCollector(lambda: poller.snapshot))
     text = generate_latest(registry).decode()
-    assert 'endpoint="b"' not in text and 'model_serving_exporter_up{endpoint="a"} 1.0' in text
+    assert 'serving_endpoint="b"' not in text and 'model_serving_exporter_up{serving_endpoint="a"} 1.0' in text
     assert "model_serving_exporter_render_errors 1.0" in text
 
 

@@ -223,12 +223,12 @@ class Translator:
         ready = info.ready == "READY" and all(e.deployment_state in (None, "DEPLOYMENT_READY") for e in info.served_entities)
         yield _gauge("endpoint_ready", poll_ts, float(ready), ep_tags)
         scale = (any(e.scale_to_zero_enabled for e in info.served_entities) if info.detailed else None)
-        config = {"endpoint_id": info.id, "workload_type": info.workload_type, "route_optimized": _flag(info.route_optimized),
+        config = {"platform": info.platform, "endpoint_id": info.id, "workload_type": info.workload_type, "route_optimized": _flag(info.route_optimized),
                   "scale_to_zero": _flag(scale), "task": info.task, "kind": info.kind}
         yield _gauge("endpoint_info", poll_ts, 1.0, ep_tags + tuple(tag(k, v) for k, v in config.items() if v))
         for e in info.served_entities:
             e_tags = ep_tags + ("level:served_entity", tag("served_entity", e.name))
-            detail = {"entity_name": e.entity_name, "entity_version": e.entity_version, "workload_type": e.workload_type,
+            detail = {"platform": info.platform, "entity_name": e.entity_name, "entity_version": e.entity_version, "workload_type": e.workload_type,
                       "workload_size": e.workload_size, "deployment_state": e.deployment_state, "kind": e.kind}
             yield _gauge("served_entity_info", poll_ts, 1.0, e_tags + tuple(tag(k, v) for k, v in detail.items() if v))
             for bound, value in (("min", e.min_provisioned_concurrency), ("max", e.max_provisioned_concurrency)):

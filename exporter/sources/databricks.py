@@ -184,6 +184,7 @@ def endpoint_from_json(data: dict[str, Any], detailed: bool = False) -> Endpoint
     entities = config.get("served_entities") or config.get("served_models") or []
     return EndpointInfo(
         name=str(data["name"]),
+        platform="databricks",
         id=_str(data.get("id")),
         ready=_str(state.get("ready")),
         config_update=_str(state.get("config_update")),
