@@ -15,7 +15,7 @@ bench: $(VENV)/.installed  ## poll duration for 1,000 simulated endpoints, with 
 	$(BIN)/python bench/poll_bench.py
 
 generate: $(VENV)/.installed  ## regenerate every derived file (tests fail when one is stale)
-	$(BIN)/python -m exporter.rules > docs/remediation.md
+	$(BIN)/python docs/generate.py
 	$(BIN)/python alerts/generate.py
 	$(BIN)/python dashboards/build.py
 	$(BIN)/python helm/sync.py

@@ -22,9 +22,9 @@ import time
 import requests
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.collector import ServingCollector
+from exporter.sinks.prometheus import ServingCollector
 from exporter.config import load_settings
-from exporter.poller import Poller
+from exporter.pipeline.poller import Poller
 from exporter.simulator import DEMO_TOKEN
 from exporter.sources.databricks import DatabricksSource, client_factory
 

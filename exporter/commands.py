@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from collections.abc import Mapping
 
 import requests
 
-from .config import Settings, parse_listen
-from .model import Snapshot
+from .config import ConfigError, Settings, parse_listen
 from .daemon import Daemon, run_until_signalled
-from .poller import Poller
-from .rules import conditions_now
+from .model import Snapshot
+from .pipeline.poller import Poller
+from .pipeline.rules import conditions_now
+from .sinks import SnapshotSink
+from .sinks.http import snapshot_json
 from .sources.databricks import DatabricksSource, client_factory
-from .web import snapshot_json
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +26,7 @@ log = logging.getLogger(__name__)
 def _source(settings: Settings, **auth: object) -> DatabricksSource:
     factory = client_factory(settings.request_timeout_seconds, settings.retry_budget_seconds,
                              settings.max_concurrent_requests, **auth)
-    return DatabricksSource(factory)
+    return DatabricksSource(factory, max_entities=settings.max_served_entities)
 
 
 def _poll_once(settings: Settings) -> Snapshot | None:
@@ -56,11 +59,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _sinks(settings: Settings) -> list | None:
-    """The push sinks the environment turns on (Datadog with DD_API_KEY), or None after reporting a problem."""
-    from .config import ConfigError
-    from .sinks import build_sinks
+def build_sinks(settings: Settings, environ: Mapping[str, str] = os.environ) -> list[SnapshotSink]:
+    """The push sinks the environment turns on (Datadog: DD_API_KEY). Raises ConfigError for unusable settings."""
+    from .sinks.datadog.sink import build  # imports datadog-api-client only when asked for
 
+    sink = build(settings, environ)
+    return [sink] if sink is not None else []
+
+
+def _sinks(settings: Settings) -> list[SnapshotSink] | None:
+    """The push sinks the environment turns on, or None after reporting a problem."""
     try:
         return build_sinks(settings)
     except ConfigError as exc:
@@ -72,8 +80,7 @@ def datadog(args: argparse.Namespace, settings: Settings) -> int:
     """`datadog sync-monitors | sync-dashboard` (exporter/datadog_sync.py)."""
     from pathlib import Path
 
-    from .config import ConfigError
-    from .datadog_sync import DEFAULT_DASHBOARD, DEFAULT_MONITORS, SyncError, api_client, sync_dashboard, sync_monitors
+    from .sinks.datadog.sync import DEFAULT_DASHBOARD, DEFAULT_MONITORS, SyncError, api_client, sync_dashboard, sync_monitors
 
     try:
         api = api_client(settings, required=not args.dry_run)

@@ -5,21 +5,33 @@ variable is an error naming the key and where it came from, and every problem is
 reported at once. Credentials are deliberately not settings: the Databricks SDK
 reads them from its own variables (DATABRICKS_HOST, DATABRICKS_TOKEN,
 DATABRICKS_CLIENT_ID/SECRET, DATABRICKS_CONFIG_PROFILE) and ~/.databrickscfg.
+
+This module composes the sections that each part of the exporter owns: endpoint
+selection and targets (pipeline/), the remediation rules (pipeline/rules.py), the
+Databricks source and the Datadog sink.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
 
 from .model import EndpointInfo
+from .pipeline.rules import Remediation
+from .pipeline.selection import EndpointFilter
+from .pipeline.targets import TargetOverride, Targets, targets_for
+from .sinks.datadog.settings import DatadogSettings
+from .sources.databricks.settings import DatabricksSettings
+from .strict import ConfigError
+
+__all__ = ["ConfigError", "DEFAULT_PORT", "Settings", "load_settings", "parse_listen"]
 
 ENV_PREFIX = "SERVING_EXPORTER_"
 ENV_NESTED = "__"
@@ -27,205 +39,6 @@ ENV_NESTED = "__"
 # SERVING_EXPORTER_SERVICE_HOST or SERVING_EXPORTER_HEADLESS_PORT_9877_TCP_ADDR.
 K8S_SERVICE_LINK = re.compile(r"^SERVING_EXPORTER(_[A-Z0-9_]+)?_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$")
 DEFAULT_PORT = 9877
-
-
-class ConfigError(Exception):
-    """Invalid configuration; the message lists every problem, one per line."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Selector(_Strict):
-    """Matches endpoints by name (a regular expression that must match the whole name) and/or tags."""
-
-    name: str | None = Field(None, description="regular expression matched against the whole endpoint name")
-    tags: dict[str, str] = Field(default_factory=dict, description="tags that must all be present with these values")
-
-    @field_validator("name")
-    @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
-        return value
-
-    def matches(self, info: EndpointInfo) -> bool:
-        if self.name is not None and not re.fullmatch(self.name, info.name):
-            return False
-        return all(info.tags.get(k) == v for k, v in self.tags.items())
-
-
-class EndpointFilter(_Strict):
-    include: list[Selector] = Field(default_factory=list, description="poll only endpoints matching one of these (empty: all)")
-    exclude: list[Selector] = Field(default_factory=list, description="never poll endpoints matching one of these")
-
-    def selects(self, info: EndpointInfo) -> bool:
-        if self.include and not any(s.matches(info) for s in self.include):
-            return False
-        return not any(s.matches(info) for s in self.exclude)
-
-
-# Target field -> check name (see model.CHECKS). None disables a check.
-TARGET_CHECKS = {
-    "latency_p50_seconds": "latency_p50",
-    "latency_p90_seconds": "latency_p90",
-    "latency_p99_seconds": "latency_p99",
-    "error_ratio": "error_ratio",
-    "queue_depth": "queue_depth",
-    "cpu_utilization_ratio": "cpu_utilization",
-    "memory_utilization_ratio": "memory_utilization",
-    "gpu_utilization_ratio": "gpu_utilization",
-}
-
-
-class Targets(_Strict):
-    """Production targets; a value is breached when exceeded. Defaults from the serving guide."""
-
-    latency_p50_seconds: float | None = Field(0.1, ge=0)
-    latency_p90_seconds: float | None = Field(0.25, ge=0)
-    latency_p99_seconds: float | None = Field(0.5, ge=0)
-    error_ratio: float | None = Field(0.01, ge=0, le=1)
-    queue_depth: float | None = Field(0.0, ge=0)
-    cpu_utilization_ratio: float | None = Field(0.8, ge=0, le=1)
-    memory_utilization_ratio: float | None = Field(0.8, ge=0, le=1)
-    gpu_utilization_ratio: float | None = Field(None, ge=0, le=1)
-
-    def by_check(self) -> dict[str, float | None]:
-        return {TARGET_CHECKS[k]: getattr(self, k) for k in TARGET_CHECKS}
-
-
-def _patch_of(model: type[BaseModel], doc: str, nullable: bool) -> type[BaseModel]:
-    """The same keys with the same bounds, all optional: only keys written in a patch apply. With
-    `nullable`, an explicit null is a value (for targets: no check); otherwise null is rejected."""
-    fields: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        base = info.annotation | None if nullable else info.annotation
-        annotation = Annotated[base, *info.metadata] if info.metadata else base
-        fields[name] = (annotation, Field(None, description=info.description))
-    return create_model(f"{model.__name__}Patch", __base__=_Strict, __doc__=doc, **fields)
-
-
-TargetPatch = _patch_of(Targets, "Only the keys written here override; `null` disables a check for the matched endpoints.",
-                        nullable=True)
-
-
-class TargetOverride(_Strict):
-    match: Selector
-    targets: TargetPatch
-
-
-class Thresholds(_Strict):
-    """Numbers the remediation rules use besides the targets (docs/remediation.md says which rule uses which)."""
-
-    headroom_ratio: float = Field(0.15, ge=0, le=2, description="spare capacity added to a recommended concurrency")
-    saturation_ratio: float = Field(0.9, gt=0, description="load / capacity at or above which an endpoint counts as saturated")
-    throttled_4xx_ratio: float = Field(0.005, ge=0, le=1, description="4xx share (429s included) that counts as throttling when saturated")
-    oversize_factor: float = Field(3.0, gt=1, description="capacity this many times the peak need is oversized")
-    variable_load_ratio: float = Field(1.5, gt=1, description="busiest / quietest minute QPS from which load counts as varying")
-    route_optimization_qps: float = Field(200.0, gt=0, description="QPS above which a standard endpoint needs route optimization")
-    route_optimized_qps_limit: float = Field(50_000.0, gt=0, description="QPS a route-optimized endpoint serves at most")
-    strict_latency_seconds: float = Field(0.05, gt=0, description="a P50 target at or below this is strict (route optimization helps)")
-    low_cpu_ratio: float = Field(0.3, ge=0, le=1, description="CPU below this while slow points outside the model")
-    gpu_idle_ratio: float = Field(0.1, ge=0, le=1, description="GPU use below this is idle")
-    concurrency_limit: int = Field(1024, ge=1, description="platform limit of provisioned concurrency per served entity")
-    concurrency_limit_ratio: float = Field(0.8, gt=0, le=1, description="share of the limit from which it counts as near")
-    batching_qps: float = Field(100.0, gt=0, description="QPS above which light requests are worth batching")
-    light_request_seconds: float = Field(0.02, gt=0, description="mean service time below which a request is light")
-    production_tags: list[str] = Field(default_factory=lambda: ["env=production", "env=prod", "environment=production", "environment=prod"],
-                                       description="KEY=VALUE endpoint tags that mark production")
-
-
-ThresholdsPatch = _patch_of(Thresholds, "Only the keys written here override the global thresholds.", nullable=False)
-
-
-class RemediationOverride(_Strict):
-    match: Selector
-    disabled: list[str] = Field(default_factory=list, description="rule ids switched off for the matched endpoints")
-    thresholds: ThresholdsPatch = Field(default_factory=ThresholdsPatch)  # type: ignore[valid-type]
-
-    @field_validator("disabled")
-    @classmethod
-    def _known(cls, value: list[str]) -> list[str]:
-        return _known_rules(value)
-
-
-class Remediation(_Strict):
-    """Remediation hints: hysteresis, thresholds, and which rules run where."""
-
-    fire_after_polls: int = Field(2, ge=1, description="consecutive polls with new data a condition must hold before its hint fires")
-    clear_after_polls: int = Field(2, ge=1, description="consecutive polls without the condition before an active hint clears")
-    sustained_polls: int = Field(10, ge=1, description="fire_after_polls for cost hints (oversized, idle GPU), which need a sustained pattern")
-    disabled: list[str] = Field(default_factory=list, description="rule ids switched off everywhere")
-    thresholds: Thresholds = Field(default_factory=Thresholds)
-    overrides: list[RemediationOverride] = Field(default_factory=list, description="per-endpoint thresholds and disabled rules; later entries win")
-
-    @field_validator("disabled")
-    @classmethod
-    def _known(cls, value: list[str]) -> list[str]:
-        return _known_rules(value)
-
-    def for_endpoint(self, info: EndpointInfo) -> tuple[Thresholds, frozenset[str]]:
-        thresholds, disabled = self.thresholds, set(self.disabled)
-        for override in self.overrides:
-            if override.match.matches(info):
-                changes = {k: getattr(override.thresholds, k) for k in override.thresholds.model_fields_set}
-                thresholds = thresholds.model_copy(update=changes)
-                disabled |= set(override.disabled)
-        return thresholds, frozenset(disabled)
-
-
-def _known_rules(ids: list[str]) -> list[str]:
-    from .rules import RULE_IDS  # the rule table imports this module
-
-    unknown = [i for i in ids if i not in RULE_IDS]
-    if unknown:
-        raise ValueError(f"unknown rule id(s) {', '.join(unknown)}; known: {', '.join(sorted(RULE_IDS))}")
-    return ids
-
-
-class DatabricksSettings(_Strict):
-    """Where to find the workspace. Credentials come from the SDK's own environment/profile."""
-
-    host: str | None = Field(None, description="workspace URL; default: DATABRICKS_HOST or the profile's host")
-    profile: str | None = Field(None, description="~/.databrickscfg profile; default: DATABRICKS_CONFIG_PROFILE")
-
-
-# Tag keys the Datadog sink sets itself; a user tag may not reuse them.
-DATADOG_RESERVED_TAG_KEYS = ("endpoint", "served_entity", "workspace", "level")
-_DATADOG_TAG = re.compile(r"[A-Za-z][A-Za-z0-9_.:/-]{0,199}")
-
-
-class DatadogSettings(_Strict):
-    """The Datadog sink and the `datadog sync-*` commands (docs/datadog.md). The keys are never settings:
-    DD_API_KEY (turns the sink on) and DD_APP_KEY come from the environment, as does DD_SITE."""
-
-    tags: list[str] = Field(default_factory=list, description="tags added to every metric and event, e.g. env:prod, team:ml")
-    buffer_points: int = Field(100_000, ge=100, description="points kept for delivery through an intake outage; when full the oldest are dropped")
-    max_point_age_seconds: float | None = Field(3600.0, gt=0, description="drop buffered points older than this (the intake ignores points over 1 h old); null keeps them")
-    request_timeout_seconds: float = Field(10.0, gt=0, description="timeout of one request to the Datadog API")
-    backoff_initial_seconds: float = Field(1.0, gt=0, description="first retry delay after a timeout, 408, 429 or 5xx; doubles per failure, with jitter")
-    backoff_max_seconds: float = Field(120.0, gt=0, description="longest retry delay, unless a rate-limit header asks for longer")
-    shutdown_flush_seconds: float = Field(5.0, ge=0, description="on shutdown, how long to keep delivering buffered points")
-    histogram_buckets: bool = Field(True, description="send the per-minute latency histogram buckets (one custom metric per bucket)")
-    events: bool = Field(True, description="send a Datadog event when a remediation hint activates or clears")
-
-    @field_validator("tags")
-    @classmethod
-    def _valid_tags(cls, value: list[str]) -> list[str]:
-        for tag in value:
-            if not _DATADOG_TAG.fullmatch(tag):
-                raise ValueError(f"invalid Datadog tag {tag!r}: start with a letter; letters, digits, _ - : . / only; at most 200 characters")
-            if tag.split(":", 1)[0].lower() in DATADOG_RESERVED_TAG_KEYS:
-                raise ValueError(f"tag {tag!r}: the key is set by the exporter ({', '.join(DATADOG_RESERVED_TAG_KEYS)})")
-        return value
 
 
 class Settings(BaseSettings):
@@ -281,12 +94,7 @@ class Settings(BaseSettings):
         return (int(ordinal.group(1)) if ordinal else 0), self.shard_count
 
     def targets_for(self, info: EndpointInfo) -> dict[str, float | None]:
-        merged = self.targets.by_check()
-        for override in self.target_overrides:
-            if override.match.matches(info):
-                for key in override.targets.model_fields_set:
-                    merged[TARGET_CHECKS[key]] = getattr(override.targets, key)
-        return merged
+        return targets_for(self.targets, self.target_overrides, info)
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -1,4 +1,5 @@
-"""Wiring: a Poller on an APScheduler interval, the collector in a registry, the HTTP server."""
+"""Wiring, in the direction data flows: a source, the Poller on an APScheduler interval, then the sinks
+(the Prometheus collector in a registry, the HTTP server, push sinks)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from datetime import datetime, timezone
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from .collector import ServingCollector
 from .config import Settings, parse_listen
-from .poller import Poller
+from .pipeline.poller import Poller
 from .sinks import SnapshotSink
+from .sinks.http import HttpServer, make_app
+from .sinks.prometheus import ServingCollector
 from .sources import Source
-from .web import HttpServer, make_app
 
 log = logging.getLogger(__name__)
 

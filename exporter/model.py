@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # ---------------------------------------------------------------------------
-# Endpoint configuration, as read from the serving platform's REST API.
+# Endpoint configuration, in the platform's own words where they are only shown
+# (workload_type, state, deployment_state) and in neutral fields where the pipeline
+# decides something (compute, ready, deployed, capacity). Sources fill both.
 
 
 @dataclass(frozen=True)
@@ -19,18 +21,29 @@ class ServedEntity:
     name: str
     entity_name: str | None = None
     entity_version: str | None = None
-    workload_type: str | None = None  # CPU, GPU_SMALL, ...
-    workload_size: str | None = None  # Small, Medium, Large
+    workload_type: str | None = None  # the platform's name for the compute, shown as is
+    workload_size: str | None = None  # the platform's size name, shown as is
+    compute: Literal["cpu", "gpu"] | None = None  # what the workload runs on, when the source knows
     scale_to_zero_enabled: bool | None = None
     min_provisioned_concurrency: int | None = None
     max_provisioned_concurrency: int | None = None
-    deployment_state: str | None = None  # DEPLOYMENT_READY, DEPLOYMENT_FAILED, ...
+    sized_capacity: float | None = None  # concurrency the platform's size implies, where no maximum is configured
+    deployment_state: str | None = None  # the platform's word, shown as is
+    deployed: bool | None = None  # True: serving; False: not (yet or any more); None: not said
+    deployment_failed: bool = False  # the last deployment failed or was aborted
     kind: Literal["custom", "foundation_model", "external_model"] = "custom"
     traffic_percentage: float | None = None
 
     @property
     def is_gpu(self) -> bool:
-        return bool(self.workload_type) and "GPU" in self.workload_type.upper()
+        return self.compute == "gpu"
+
+    @property
+    def capacity(self) -> float | None:
+        """Configured maximum concurrency, if the configuration tells."""
+        if self.max_provisioned_concurrency is not None:
+            return float(self.max_provisioned_concurrency)
+        return self.sized_capacity
 
 
 @dataclass(frozen=True)
@@ -40,13 +53,15 @@ class EndpointInfo:
     name: str
     platform: str = ""  # the source's platform, e.g. databricks
     id: str | None = None
-    ready: str | None = None  # READY | NOT_READY
-    config_update: str | None = None  # NOT_UPDATING | IN_PROGRESS | UPDATE_FAILED | ...
+    ready: bool | None = None  # the platform says the endpoint serves; None: not said
+    state: str | None = None  # the platform's word for its readiness, shown as is
+    config_update: str | None = None  # the platform's word for its configuration update, shown as is
+    update_failed: bool = False  # the last configuration update failed or was cancelled
     tags: dict[str, str] = field(default_factory=dict)
     task: str | None = None
     last_updated_ms: int | None = None
     served_entities: tuple[ServedEntity, ...] = ()
-    route_optimized: bool | None = None  # None until the detail call says
+    route_optimized: bool | None = None  # None until the detail call says, or where the platform has none
     detailed: bool = False  # whether workload/scaling fields are known
 
     @property
@@ -61,23 +76,20 @@ class EndpointInfo:
         return ",".join(types) or None
 
     @property
-    def max_provisioned_concurrency(self) -> float | None:
+    def capacity(self) -> float | None:
         """Configured capacity summed over entities: the denominator for load estimates."""
-        values = [entity_capacity(e) for e in self.served_entities]
-        return sum(values) if values and all(v is not None for v in values) else None
+        values = [e.capacity for e in self.served_entities]
+        return sum(values) if values and all(v is not None for v in values) else None  # type: ignore[misc]
 
+    @property
+    def serving(self) -> bool:
+        """Ready, with every served entity deployed (an entity that does not say counts as deployed)."""
+        return self.ready is True and all(e.deployed is not False for e in self.served_entities)
 
-# Provisioned concurrency of the legacy workload sizes (upper end of each range).
-WORKLOAD_SIZE_CONCURRENCY = {"Small": 4, "Medium": 16, "Large": 64}
-
-
-def entity_capacity(entity: ServedEntity) -> float | None:
-    """Configured maximum concurrency of one served entity, if the configuration tells."""
-    if entity.max_provisioned_concurrency is not None:
-        return float(entity.max_provisioned_concurrency)
-    if entity.workload_size in WORKLOAD_SIZE_CONCURRENCY:
-        return float(WORKLOAD_SIZE_CONCURRENCY[entity.workload_size])
-    return None
+    @property
+    def scale_to_zero(self) -> bool | None:
+        """Whether any served entity scales to zero; None until the detailed configuration is known."""
+        return any(e.scale_to_zero_enabled for e in self.served_entities) if self.detailed else None
 
 
 # ---------------------------------------------------------------------------
@@ -124,7 +136,10 @@ class Histogram:
 
 @dataclass(frozen=True)
 class MinuteFigures:
-    """Raw figures of one source minute for one endpoint or served entity (None = not reported)."""
+    """Figures of one source minute for one endpoint or served entity, in base units (None = not reported).
+
+    Counts are the minute's own (not cumulative); histograms are per minute too, unless the source says
+    it cannot tell (`Observation.histograms`)."""
 
     requests: float | None = None
     errors_4xx: float | None = None
@@ -138,31 +153,8 @@ class MinuteFigures:
     provisioned_concurrency: float | None = None
 
 
-@dataclass(frozen=True)
-class ParsedMetrics:
-    """One /metrics body: the endpoint's figures and, when labelled, each served entity's."""
-
-    endpoint: MinuteFigures
-    entities: dict[str, MinuteFigures]
-    timestamp_ms: int | None  # newest explicit sample timestamp, if the source sent any
-    entity_label: str | None  # which label named the served entity, if any
-    openmetrics: bool
-
-
 # ---------------------------------------------------------------------------
 # Results of analysis.
-
-CHECKS = (
-    "latency_p50",
-    "latency_p90",
-    "latency_p99",
-    "error_ratio",
-    "queue_depth",
-    "cpu_utilization",
-    "memory_utilization",
-    "gpu_utilization",
-)
-
 
 @dataclass(frozen=True)
 class Check:

@@ -157,7 +157,7 @@ class WebhookReceiver:
         """The first notification to `receiver` that carries that alert in that status."""
         for n in self.snapshot():
             if n.receiver == receiver and any(
-                    a["labels"].get("alertname") == alertname and a["labels"].get("endpoint") == endpoint
+                    a["labels"].get("alertname") == alertname and a["labels"].get("serving_endpoint") == endpoint
                     and a["status"] == status for a in n.alerts()):
                 return n
         return None

@@ -1,7 +1,7 @@
 """A fake Datadog API on 127.0.0.1 for the tests: metric intake, events, monitors, dashboards.
 
 * Every body is decoded (gzip or deflate per Content-Encoding) and checked against the API's schema
-  with datadog-api-client's own models (exporter.sinks.schema); a body that does not match is answered
+  with datadog-api-client's own models (exporter.sinks.datadog.schema); a body that does not match is answered
   400 and recorded in `invalid`. The v2 series intake also enforces the documented size limits
   (512,000 bytes as sent, 5,242,880 decompressed) with 413.
 * The keys are checked: DD-API-KEY everywhere, DD-APPLICATION-KEY for monitors and dashboards.
@@ -32,7 +32,7 @@ from datadog_api_client.v1.model.monitor import Monitor
 from datadog_api_client.v1.model.monitor_update_request import MonitorUpdateRequest
 from datadog_api_client.v2.model.metric_payload import MetricPayload
 
-from exporter.sinks.schema import schema_errors
+from exporter.sinks.datadog.schema import schema_errors
 
 @pytest.fixture(autouse=True)
 def no_datadog_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -360,7 +360,7 @@ class DemoPolls:
 
     def __init__(self, **settings: Any):
         from exporter.config import load_settings
-        from exporter.poller import Poller
+        from exporter.pipeline.poller import Poller
         from exporter.simulator import DEMO_TOKEN, SimulatorServer, build_demo_workspace
         from exporter.sources.databricks import DatabricksSource, client_factory
 

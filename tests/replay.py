@@ -1,4 +1,5 @@
-"""A Source that replays recorded API responses (tests/fixtures/golden/polls.json) poll by poll."""
+"""A Source that replays recorded Databricks API responses (tests/fixtures/golden/polls.json) poll by poll,
+through the Databricks source's own JSON and metrics parsers."""
 
 from __future__ import annotations
 
@@ -6,14 +7,17 @@ import json
 from pathlib import Path
 
 from exporter.model import EndpointInfo
-from exporter.sources import FetchError, MetricsBody
-from exporter.sources.databricks import endpoint_from_json
+from exporter.sources import FetchError, Observation
+from exporter.sources.databricks.endpoints import endpoint_from_json
+from exporter.sources.databricks.metrics import observe
 
 POLLS = Path(__file__).parent / "fixtures" / "golden" / "polls.json"
 
 
 class ReplaySource:
+    platform = "databricks"
     workspace = "replay.example.com"
+    refresh_seconds = 60.0
 
     def __init__(self, path: Path = POLLS):
         self.polls = json.loads(path.read_text())
@@ -26,8 +30,8 @@ class ReplaySource:
     def describe(self, name: str) -> EndpointInfo:
         return endpoint_from_json(self.polls[self.index]["details"][name], detailed=True)
 
-    def fetch_metrics(self, name: str) -> MetricsBody:
+    def fetch(self, name: str) -> Observation:
         recorded = self.polls[self.index]["metrics"][name]
         if recorded["status"] != 200:
             raise FetchError(f"http_{recorded['status']}", f"GET metrics of {name}: HTTP {recorded['status']}")
-        return MetricsBody(recorded["body"].encode(), recorded["content_type"])
+        return observe(recorded["body"].encode(), recorded["content_type"])

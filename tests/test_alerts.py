@@ -15,8 +15,9 @@ import yaml
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.config import TARGET_CHECKS
-from exporter.rules import RULES
+from exporter.catalog import FAMILIES
+from exporter.pipeline.targets import TARGET_CHECKS
+from exporter.pipeline.rules import RULES
 from exporter.simulator import build_demo_workspace
 from exporter.simulator.workspace import Workspace
 
@@ -52,7 +53,7 @@ def test_every_alert_follows_the_conventions():
         assert ann["runbook_url"] == generate.RUNBOOK_URL.format(anchor=r["alert"].lower())
         # The description names the endpoint (or the exporter instance) and the value.
         assert "$value" in ann["description"] or r["alert"] == "ModelServingEndpointNotReady", r["alert"]
-        assert "$labels.endpoint" in ann["description"] or "$labels.instance" in ann["description"], r["alert"]
+        assert "$labels.serving_endpoint" in ann["description"] or "$labels.instance" in ann["description"], r["alert"]
     burn = {(r["labels"]["severity"], r["labels"]["long_window"], r["labels"]["short_window"])
             for r in rules if r["alert"] == "ModelServingErrorBudgetBurn"}
     assert burn == {("critical", "1h", "5m"), ("critical", "6h", "30m"), ("warning", "1d", "2h"), ("warning", "3d", "6h")}
@@ -87,15 +88,14 @@ def alerting_rules_of(text: str) -> list[dict]:
 
 
 def test_rules_use_only_families_the_exporter_exports():
-    source = (ROOT / "exporter" / "collector.py").read_text()
-    declared = set(re.findall(r'"(model_serving_[a-z0-9_]+)"', source))
-    exported = {n + suffix for n in declared for suffix in ("", "_total", "_info", "_bucket", "_count", "_sum")}
+    suffixes = {"gauge": ("",), "counter": ("_total",), "info": ("_info",), "histogram": ("_bucket", "_count", "_sum")}
+    exported = {f.prometheus_name + suffix for f in FAMILIES for suffix in suffixes[f.type]}
     recorded = {r["record"] for p in rule_files() for g in yaml.safe_load(p.read_text())["groups"]
                 for r in g["rules"] if "record" in r}
     text = "\n".join(p.read_text() for p in rule_files())
     used = set(re.findall(r"\b(model_serving_[a-z0-9_]+)\b", text)) - {"model_serving_data", "model_serving_request_errors"}
     assert used and used <= exported, sorted(used - exported)
-    assert set(re.findall(r"\b(endpoint:[a-z0-9_:]+)", text)) <= recorded
+    assert set(re.findall(r"\b([a-z_]*endpoint:[a-z0-9_:]+)", text)) <= recorded
 
 
 def test_every_alert_has_firing_and_silent_promtool_cases():
@@ -165,17 +165,17 @@ def test_amtool_check_config():
 ])
 def test_alertmanager_routes_critical_to_the_pager_and_warnings_to_tickets(labels: dict, receiver: str):
     args = [require_binary("amtool"), "config", "routes", "test", f"--config.file={ALERTMANAGER_EXAMPLE}",
-            "endpoint=recommender", *(f"{k}={v}" for k, v in labels.items())]
+            "serving_endpoint=recommender", *(f"{k}={v}" for k, v in labels.items())]
     result = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.split() == [receiver], result.stdout + result.stderr
 
 
 def test_alertmanager_example_groups_by_endpoint_and_inhibits_warnings():
     config = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
-    assert config["route"]["group_by"] == ["endpoint"]
+    assert config["route"]["group_by"] == ["serving_endpoint"]
     [rule] = config["inhibit_rules"]
     assert rule["source_matchers"] == ['severity="critical"'] and 'severity="warning"' in rule["target_matchers"]
-    assert rule["equal"] == ["endpoint"]
+    assert rule["equal"] == ["serving_endpoint"]
 
 
 # ---- end to end ---------------------------------------------------------------------------------
@@ -248,10 +248,10 @@ def test_pages_arrive_for_exactly_the_failing_endpoints_and_resolve(exporter_sta
             alertmanager(alertmanager_bin, alertmanager_config(ALERTMANAGER_EXAMPLE, hook.url), tmp_path) as am, \
             prometheus(prometheus_bin, rules, target, am, tmp_path) as prom:
         # Baseline: Prometheus scrapes all three endpoints and the rules see fresh data.
-        wait_for(lambda: len(query(prom, "endpoint:model_serving_data:fresh == 1")) == 3, 30,
+        wait_for(lambda: len(query(prom, "serving_endpoint:model_serving_data:fresh == 1")) == 3, 30,
                  "fresh data for the three endpoints in Prometheus")
         time.sleep(3)  # a few evaluations of a healthy workspace
-        assert hook.snapshot() == [], f"notifications before any fault: {[(a['labels']['alertname'], a['labels'].get('endpoint'), a['labels'].get('reason')) for a in hook.alerts()]}"
+        assert hook.snapshot() == [], f"notifications before any fault: {[(a['labels']['alertname'], a['labels'].get('serving_endpoint'), a['labels'].get('reason')) for a in hook.alerts()]}"
 
         fault_at = time.monotonic()
         set_scenario(simulator, ERRORS, "error_burst")
@@ -265,7 +265,7 @@ def test_pages_arrive_for_exactly_the_failing_endpoints_and_resolve(exporter_sta
         # The warnings of the same endpoints (latency, saturation) fire too, held back by the page.
         suppressed = wait_for(lambda: _inhibited(am, "ModelServingLatencyHigh", ERRORS), 40,
                               f"ModelServingLatencyHigh for {ERRORS} to fire and be inhibited")
-        assert not [a for a in hook.alerts("ticket") if a["labels"].get("endpoint") in (ERRORS, QUEUE)], \
+        assert not [a for a in hook.alerts("ticket") if a["labels"].get("serving_endpoint") in (ERRORS, QUEUE)], \
             "a warning got through while its endpoint paged"
 
         recover_at = time.monotonic()
@@ -279,7 +279,7 @@ def test_pages_arrive_for_exactly_the_failing_endpoints_and_resolve(exporter_sta
         }
         finished = time.monotonic()
 
-    pages = {(a["labels"]["alertname"], a["labels"].get("endpoint")) for a in hook.alerts("pager")}
+    pages = {(a["labels"]["alertname"], a["labels"].get("serving_endpoint")) for a in hook.alerts("pager")}
     endpoints_of = lambda name: {e for n, e in pages if n == name}  # noqa: E731
     assert endpoints_of("ModelServingQueueing") == {QUEUE}
     # The queueing endpoint also answers 429 to its overflow, which counts as errors: it may page
@@ -288,7 +288,7 @@ def test_pages_arrive_for_exactly_the_failing_endpoints_and_resolve(exporter_sta
     assert endpoints_of("ModelServingErrorRateHigh") <= {ERRORS, QUEUE}
     assert {n for n, _ in pages} <= {"ModelServingErrorRateHigh", "ModelServingQueueing", "ModelServingErrorBudgetBurn"}
     everything = hook.alerts()
-    assert not [a for a in everything if a["labels"].get("endpoint") == HEALTHY], "the healthy endpoint was notified"
+    assert not [a for a in everything if a["labels"].get("serving_endpoint") == HEALTHY], "the healthy endpoint was notified"
     assert not [a for a in everything if a["labels"]["alertname"] in ("ModelServingExporterDown", "ModelServingMetricsStale")]
 
     print(f"\nend-to-end paging (1 simulated minute = {MINUTE_S:g}s; rules scaled by 1/60):")
@@ -317,7 +317,7 @@ def _slow_down_exporter_down(rule_files: list[Path]) -> None:
 def _inhibited(alertmanager_url: str, alertname: str, endpoint: str) -> int:
     """How many alerts inhibit that alert in Alertmanager; 0 while it is not inhibited."""
     alerts = requests.get(f"{alertmanager_url}/api/v2/alerts", timeout=5,
-                          params={"filter": [f'alertname="{alertname}"', f'endpoint="{endpoint}"']}).json()
+                          params={"filter": [f'alertname="{alertname}"', f'serving_endpoint="{endpoint}"']}).json()
     for a in alerts:
         if a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"]:
             return len(a["status"]["inhibitedBy"])

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from exporter.analysis import analyze, checks
-from exporter.config import Targets
+from exporter.pipeline.analysis import analyze, checks
+from exporter.pipeline.targets import Targets
 from exporter.model import Histogram, MinuteFigures
 
 INF = math.inf

@@ -163,7 +163,27 @@ def test_overview_links_to_the_endpoint_dashboard():
     text = json.dumps(overview)
     assert f"/d/{endpoint['uid']}/" in text and "var-endpoint=${__value.raw}" in text
     endpoint_names = {v["name"] for v in endpoint["templating"]["list"]}
-    assert {"datasource", "endpoint", "served_entity"} <= endpoint_names
+    assert {"datasource", "platform", "endpoint", "served_entity"} <= endpoint_names
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_the_platform_variable_narrows_the_endpoints_and_queries_use_serving_endpoint(name: str):
+    board = boards()[name]
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    order = [v["name"] for v in board["templating"]["list"]]
+    platform, endpoint = variables["platform"], variables["endpoint"]
+    assert order.index("platform") < order.index("endpoint")  # Grafana resolves dependencies in order
+    assert platform["query"] == "label_values(model_serving_endpoint_info, platform)"
+    assert platform["multi"] and platform["includeAll"] and platform["allValue"] == ".*"
+    assert endpoint["query"] == 'label_values(model_serving_endpoint_info{platform=~"$platform"}, serving_endpoint)'
+    # A custom All value (.*) would select every platform's endpoints whatever the platform variable.
+    assert "allValue" not in endpoint or not endpoint["allValue"]
+    # The exporter's label is serving_endpoint: `endpoint` is the Prometheus Operator's target label.
+    exprs = [expr for _, expr in panel_queries(board) + variable_queries(board)]
+    legends = [t.get("legendFormat", "") for p in panels(board) for t in p.get("targets", [])]
+    for text in exprs + legends:
+        assert not re.search(r"(?<![\w.$])endpoint\s*(=|!=|=~|!~)|\b(by|on|without|ignoring)\s*\([^)]*\bendpoint\b"
+                             r"|\{\{\s*endpoint\s*\}\}|exported_endpoint", text), text
 
 
 # --- against a real Prometheus -------------------------------------------------------------------
@@ -271,12 +291,12 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
             wait_for(lambda: s.series("model_serving_exporter_fetch_errors_total"), 30, "a fetch error in Prometheus")
             s.control("POST", "/endpoints/batch-scorer/fault", {"kind": "none"})
             ready = [
-                'count_over_time(model_serving_requests_total{endpoint="support-chat", served_entity=""}[30s]) >= 4',
-                'count_over_time(model_serving_request_errors_total{endpoint="support-chat", served_entity="support-chat-v4"}[30s]) >= 4',
-                'count_over_time(model_serving_latency_seconds{endpoint="vision-classifier"}[30s]) >= 2',
+                'count_over_time(model_serving_requests_total{serving_endpoint="support-chat", served_entity=""}[30s]) >= 4',
+                'count_over_time(model_serving_request_errors_total{serving_endpoint="support-chat", served_entity="support-chat-v4"}[30s]) >= 4',
+                'count_over_time(model_serving_latency_seconds{serving_endpoint="vision-classifier"}[30s]) >= 2',
                 'count_over_time(model_serving_exporter_fetch_errors_total[30s]) >= 2',
-                'count(count by (endpoint) (model_serving_remediation{endpoint=~"support-chat|recommender|search-ranker|doc-embedder"})) == 4',
-                'model_serving_gpu_utilization_ratio{endpoint="vision-classifier"}',
+                'count(count by (serving_endpoint) (model_serving_remediation{serving_endpoint=~"support-chat|recommender|search-ranker|doc-embedder"})) == 4',
+                'model_serving_gpu_utilization_ratio{serving_endpoint="vision-classifier"}',
             ]
             wait_for(lambda: all(s.series(q) for q in ready), 30, "demo data in Prometheus")
             yield s
@@ -286,10 +306,12 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 
 def contexts(name: str, entity_values: list[str]) -> dict[str, dict[str, str]]:
     """Variable values per context, as Grafana would interpolate them."""
-    common = {**BUILTINS, "slo": "0.99", "docs_url": "http://docs.invalid", "datasource": "prometheus"}
+    common = {**BUILTINS, "slo": "0.99", "docs_url": "http://docs.invalid", "datasource": "prometheus",
+              "platform": ".*"}
     if name == "overview.json":
-        return {"All": {**common, "endpoint": ".*"},
-                "every demo endpoint": {**common, "endpoint": "(" + "|".join(DEMO_ENDPOINTS) + ")"}}
+        # The endpoint variable has no custom All value: All is the alternation of the listed endpoints.
+        return {"All": {**common, "endpoint": "(" + "|".join(DEMO_ENDPOINTS) + ")"},
+                "two endpoints": {**common, "endpoint": "(batch-scorer|support-chat)"}}
     out = {e: {**common, "endpoint": e, "served_entity": "^$"} for e in DEMO_ENDPOINTS}
     for entity in entity_values:
         out[f"support-chat/{entity}"] = {**common, "endpoint": "support-chat", "served_entity": entity}
@@ -299,7 +321,7 @@ def contexts(name: str, entity_values: list[str]) -> dict[str, dict[str, str]]:
 def reference_contexts(name: str) -> list[str]:
     """Contexts in which every query of the dashboard must return data."""
     if name == "overview.json":
-        return ["All", "every demo endpoint"]
+        return ["All"]
     return ["support-chat", "support-chat/support-chat-v4"]
 
 
@@ -307,10 +329,16 @@ def reference_contexts(name: str) -> list[str]:
 def test_variable_queries_list_the_demo_endpoints_and_entities(stack: Stack):
     for name, board in boards().items():
         for var, query in variable_queries(board):
-            expr, label = variable_to_promql(substitute(query, {"endpoint": "support-chat"}))
+            expr, label = variable_to_promql(substitute(query, {"endpoint": "support-chat", "platform": ".*"}))
             values = {r["metric"].get(label) for r in stack.series(expr)}
-            if var == "endpoint":
+            if var == "platform":
+                assert values == {"databricks"}, (name, var, values)
+            elif var == "endpoint":
                 assert values >= set(DEMO_ENDPOINTS), (name, var, values)
+                # Picking a platform narrows the list: all of the demo's are databricks, none is vllm.
+                for platform, expected in (("databricks", set(DEMO_ENDPOINTS)), ("vllm", set())):
+                    narrowed, _ = variable_to_promql(substitute(query, {"platform": platform}))
+                    assert {r["metric"].get(label) for r in stack.series(narrowed)} == expected, (name, platform)
             elif var == "served_entity":
                 assert values == {"support-chat-v3", "support-chat-v4"}, (name, var, values)
             else:

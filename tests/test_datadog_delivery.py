@@ -13,10 +13,10 @@ from collections import Counter
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.config import DatadogSettings
-from exporter.sinks.datadog import MAX_COMPRESSED_BYTES, MAX_UNCOMPRESSED_BYTES, DatadogSink, DatadogTarget, build_batch
-from exporter.sinks.datadog_points import COUNT, GAUGE, METRICS, PREFIX, Point, Translator
-from exporter.sinks.delivery import Backoff, BoundedBuffer, exhausted, retry_after_seconds
+from exporter.sinks.datadog.settings import DatadogSettings
+from exporter.sinks.datadog.sink import MAX_COMPRESSED_BYTES, MAX_UNCOMPRESSED_BYTES, DatadogSink, DatadogTarget, build_batch
+from exporter.sinks.datadog.points import COUNT, GAUGE, METRICS, PREFIX, Point, Translator
+from exporter.sinks.datadog.delivery import Backoff, BoundedBuffer, exhausted, retry_after_seconds
 
 from .fake_datadog import MAX_DECOMPRESSED_BYTES, MAX_SENT_BYTES, DemoPolls, FakeDatadog
 from .fake_datadog import no_datadog_environment  # noqa: F401 (an autouse fixture)

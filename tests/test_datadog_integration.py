@@ -19,8 +19,8 @@ import requests
 from exporter.config import load_settings
 from exporter.daemon import Daemon
 from exporter.simulator import DEMO_TOKEN, SimulatorServer, build_demo_workspace
-from exporter.sinks import build_sinks
-from exporter.sinks.datadog_points import PREFIX
+from exporter.commands import build_sinks
+from exporter.sinks.datadog.points import PREFIX
 from exporter.sources.databricks import DatabricksSource, client_factory
 
 from .fake_datadog import FakeDatadog

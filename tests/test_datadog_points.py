@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.exposition import generate_latest
 
-from exporter.collector import ServingCollector
+from exporter.sinks.prometheus import ServingCollector
 from exporter.model import Hint
-from exporter.sinks.datadog_points import COUNT, GAUGE, METRICS, PREFIX, Translator, tag
+from exporter.sinks.datadog.points import COUNT, GAUGE, METRICS, PREFIX, Translator, tag
 
 from .fake_datadog import DemoPolls
 from .fake_datadog import no_datadog_environment  # noqa: F401 (an autouse fixture)

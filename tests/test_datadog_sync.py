@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from exporter.cli import build_parser, main
-from exporter.config import Targets, load_settings
-from exporter.datadog_sync import (DEFAULT_DASHBOARD, DEFAULT_MONITORS, ID_TAG, MANAGED_TAG, SyncError, api_client,
+from exporter.config import load_settings
+from exporter.pipeline.targets import Targets
+from exporter.sinks.datadog.sync import (DEFAULT_DASHBOARD, DEFAULT_MONITORS, ID_TAG, MANAGED_TAG, SyncError, api_client,
                                    load_dashboard, load_monitors, plan_monitors)
 
 from .fake_datadog import FakeDatadog
@@ -228,7 +229,7 @@ def test_dashboard_is_a_valid_dashboard_with_the_required_panels():
 
 
 def test_dashboard_metrics_are_metrics_the_sink_sends():
-    from exporter.sinks.datadog_points import METRICS
+    from exporter.sinks.datadog.points import METRICS
 
     _, body = load_dashboard()
     used = set(re.findall(r"model_serving\.([a-z_.]+)\{", json.dumps(body)))
@@ -283,8 +284,8 @@ def test_the_url_override_and_site_come_from_the_environment(monkeypatch):
 
 
 def test_docs_list_every_metric_setting_and_monitor():
-    from exporter.config import DatadogSettings
-    from exporter.sinks.datadog_points import METRICS
+    from exporter.sinks.datadog.settings import DatadogSettings
+    from exporter.sinks.datadog.points import METRICS
 
     docs = (ROOT / "docs" / "datadog.md").read_text()
     assert not [m for m in METRICS if f"`model_serving.{m}`" not in docs]
@@ -315,7 +316,7 @@ def test_datadog_settings_from_the_environment(monkeypatch):
 
 
 def test_the_sink_is_off_without_an_api_key_and_keys_are_not_settings(monkeypatch, capsys):
-    from exporter.sinks import build_sinks
+    from exporter.commands import build_sinks
 
     assert build_sinks(load_settings(), environ={}) == []
     sinks = build_sinks(load_settings(), environ={"DD_API_KEY": "secret-key-1", "DD_SITE": "us5.datadoghq.com"})

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.collector import ServingCollector
+from exporter.sinks.prometheus import ServingCollector
 from exporter.config import load_settings
-from exporter.poller import Poller
+from exporter.pipeline.poller import Poller
 
 from .replay import ReplaySource
 

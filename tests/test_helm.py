@@ -439,8 +439,8 @@ def test_service_and_service_monitor_reach_the_container(case: str):
         (endpoint,) = monitor["spec"]["endpoints"]
         assert endpoint["port"] == port["name"] and endpoint["path"] == "/metrics"
         assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-        # The operator's `endpoint` target label would rename the exporter's own `endpoint` label.
-        assert endpoint["relabelings"][0] == {"action": "labeldrop", "regex": "endpoint"}
+        # The exporter's label is serving_endpoint: nothing to drop or rename for the operator's `endpoint`.
+        assert not [r for r in relabelings_of(endpoint) if touches_label(r, "endpoint")], endpoint
 
 
 def test_pod_monitor_selects_the_sidecar_pods(example: dict[str, str]):
@@ -450,7 +450,40 @@ def test_pod_monitor_selects_the_sidecar_pods(example: dict[str, str]):
     assert monitor["spec"]["selector"]["matchLabels"].items() <= gateway["spec"]["template"]["metadata"]["labels"].items()
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == "se-metrics"
-    assert endpoint["relabelings"][0] == {"action": "labeldrop", "regex": "endpoint"}
+    assert not [r for r in relabelings_of(endpoint) if touches_label(r, "endpoint")], endpoint
+
+
+def relabelings_of(endpoint: dict) -> list[dict]:
+    return [*(endpoint.get("relabelings") or []), *(endpoint.get("metricRelabelings") or [])]
+
+
+def touches_label(relabeling: dict, label: str) -> bool:
+    """Whether a relabeling reads, writes, drops, keeps or copies the label `label`."""
+    action = relabeling.get("action", "replace").lower()
+    if action in ("labeldrop", "labelmap"):
+        return re.fullmatch(relabeling.get("regex", "(.*)"), label) is not None
+    if action == "labelkeep":
+        return re.fullmatch(relabeling.get("regex", "(.*)"), label) is None
+    return label in relabeling.get("sourceLabels", []) or relabeling.get("targetLabel") == label
+
+
+USER_RELABELINGS = [{"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node", "action": "replace"}]
+USER_METRIC_RELABELINGS = [{"sourceLabels": ["__name__"], "regex": "process_.*", "action": "drop"}]
+
+
+@pytest.mark.parametrize("case,kind,key", [("everything", "ServiceMonitor", "endpoints"),
+                                           ("sidecar", "PodMonitor", "podMetricsEndpoints")])
+def test_user_relabelings_come_through_unchanged(case: str, kind: str, key: str):
+    values = values_of(case)
+    without = one(resources(manifests(case)), kind)["spec"][key][0]
+    assert "relabelings" not in without  # the chart adds none of its own
+    values["serviceMonitor"] = {**values["serviceMonitor"], "relabelings": USER_RELABELINGS,
+                                "metricRelabelings": USER_METRIC_RELABELINGS}
+    monitor = one(resources(render(values)), kind)
+    require_module("jsonschema").validate(monitor, OPERATOR_SCHEMAS[kind])
+    (endpoint,) = monitor["spec"][key]
+    assert endpoint["relabelings"] == USER_RELABELINGS
+    assert endpoint["metricRelabelings"] == USER_METRIC_RELABELINGS
 
 
 def test_network_policy_allows_scrapes_dns_and_https():

@@ -8,11 +8,12 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.collector import ServingCollector
+from exporter.sinks.prometheus import ServingCollector
 from exporter.config import load_settings
 from exporter.model import EndpointInfo, ServedEntity
-from exporter.poller import Poller
-from exporter.sources import FetchError, MetricsBody
+from exporter.pipeline.poller import Poller
+from exporter.sources import FetchError
+from exporter.sources.databricks.metrics import observe
 
 MINUTE_MS = 60_000
 
@@ -26,12 +27,15 @@ def body(requests: int = 600, ts_ms: int | None = 1763820000000, cpu: float = 40
 
 
 class FakeSource:
-    """Endpoints and bodies set by the test; counts every call; can fail or block on demand."""
+    """Endpoints and bodies set by the test; counts every call; can fail or block on demand. Bodies are
+    Databricks-shaped and go through the Databricks parser, as the real source's do."""
 
+    platform = "fake"
     workspace = "fake.example.com"
+    refresh_seconds = 60.0
 
     def __init__(self, names=("a", "b", "c")):
-        self.infos = {n: EndpointInfo(name=n, ready="READY", last_updated_ms=1) for n in names}
+        self.infos = {n: EndpointInfo(name=n, ready=True, last_updated_ms=1) for n in names}
         self.bodies: dict[str, bytes] = {n: body() for n in names}
         self.failures: dict[str, Exception] = {}
         self.calls: list[tuple[str, str]] = []
@@ -49,11 +53,12 @@ class FakeSource:
 
     def describe(self, name):
         self.calls.append(("detail", name))
-        entity = ServedEntity(name=name, workload_type="CPU", min_provisioned_concurrency=4, max_provisioned_concurrency=8)
-        return EndpointInfo(name=name, ready="READY", last_updated_ms=self.infos[name].last_updated_ms, detailed=True,
+        entity = ServedEntity(name=name, workload_type="CPU", compute="cpu", min_provisioned_concurrency=4,
+                              max_provisioned_concurrency=8)
+        return EndpointInfo(name=name, ready=True, last_updated_ms=self.infos[name].last_updated_ms, detailed=True,
                             route_optimized=True, served_entities=(entity,), tags=self.infos[name].tags)
 
-    def fetch_metrics(self, name):
+    def fetch(self, name):
         with self._lock:
             self.calls.append(("metrics", name))
             self.in_flight += 1
@@ -64,7 +69,7 @@ class FakeSource:
             time.sleep(0.01)
             if name in self.failures:
                 raise self.failures[name]
-            return MetricsBody(self.bodies[name], "text/plain; version=0.0.4")
+            return observe(self.bodies[name], "text/plain; version=0.0.4")
         finally:
             with self._lock:
                 self.in_flight -= 1
@@ -95,7 +100,7 @@ def test_details_are_refreshed_on_schedule_and_when_the_configuration_changes():
     poller.poll()
     poller.poll()
     assert source.count("detail", "a") == 1  # not re-read on every poll
-    source.infos["a"] = EndpointInfo(name="a", ready="READY", last_updated_ms=2)
+    source.infos["a"] = EndpointInfo(name="a", ready=True, last_updated_ms=2)
     poller.poll()
     assert source.count("detail", "a") == 2  # last_updated changed: re-read now
     now[0] += 601
@@ -198,17 +203,18 @@ def test_parse_errors_never_echo_the_body():
 def test_render_failure_of_one_endpoint_leaves_no_partial_series(monkeypatch):
     source, poller, _ = make()
     poller.poll()
-    from exporter import collector
+    from exporter.sinks import prometheus
 
-    original = collector._Families.add_endpoint
+    original = prometheus.endpoint_rows
 
-    def flaky(self, rep):
+    def flaky(rep):
+        rows = original(rep)
         if rep.info.name == "b":
-            self.up.add_metric(["b"], 1.0)  # a partial write before the failure
+            yield next(rows)  # a partial render before the failure
             raise RuntimeError("boom")
-        original(self, rep)
+        yield from rows
 
-    monkeypatch.setattr(collector._Families, "add_endpoint", flaky)
+    monkeypatch.setattr(prometheus, "endpoint_rows", flaky)
     registry = CollectorRegistry()
     registry.register(ServingCollector(lambda: poller.snapshot))
     text = generate_latest(registry).decode()

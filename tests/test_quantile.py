@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.quantile import histogram_quantile
+from exporter.pipeline.quantile import histogram_quantile
 
 INF = math.inf
 

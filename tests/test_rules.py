@@ -7,20 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from exporter.analysis import checks
-from exporter.config import Remediation, Targets, Thresholds
+from exporter.pipeline.analysis import checks
+from exporter.pipeline.rules import Remediation, Thresholds
+from exporter.pipeline.targets import Targets
 from exporter.model import EndpointInfo, Figures, ServedEntity
-from exporter.rules import RULE_IDS, RULES, HintMemory, conditions_now, evaluate, markdown, recommend
+from exporter.pipeline.rules import RULE_IDS, RULES, HintMemory, conditions_now, evaluate, markdown, recommend
 
 TARGETS = Targets().by_check()
 
 
 def info(**changes) -> EndpointInfo:
-    entity = ServedEntity(name="ep-v1", workload_type="CPU", workload_size="Small", scale_to_zero_enabled=False,
-                          min_provisioned_concurrency=4, max_provisioned_concurrency=16, deployment_state="DEPLOYMENT_READY")
+    entity = ServedEntity(name="ep-v1", workload_type="CPU", workload_size="Small", compute="cpu", scale_to_zero_enabled=False,
+                          min_provisioned_concurrency=4, max_provisioned_concurrency=16, deployment_state="DEPLOYMENT_READY",
+                          deployed=True)
     entity = replace(entity, **changes.pop("entity", {}))
-    base = EndpointInfo(name="ep", ready="READY", config_update="NOT_UPDATING", detailed=True, route_optimized=True,
-                        served_entities=(entity,))
+    base = EndpointInfo(name="ep", ready=True, state="READY", config_update="NOT_UPDATING", detailed=True,
+                        route_optimized=True, served_entities=(entity,))
     return replace(base, **changes)
 
 
@@ -45,7 +47,7 @@ def test_a_healthy_endpoint_gets_no_hint():
 
 # (rule, endpoint changes, figure changes, expected detail fragments, near-miss endpoint changes, near-miss figure changes)
 CASES = [
-    ("endpoint_not_ready", {"ready": "NOT_READY", "config_update": "UPDATE_FAILED"}, {},
+    ("endpoint_not_ready", {"ready": False, "state": "NOT_READY", "config_update": "UPDATE_FAILED", "update_failed": True}, {},
      ["state NOT_READY", "config update UPDATE_FAILED"], {"config_update": "IN_PROGRESS"}, {}),
     ("errors_high", {}, {"error_ratio": 0.05, "error_ratio_5xx": 0.04, "error_ratio_4xx": 0.01},
      ["error ratio 5.0% exceeds its target 1.0% (5xx 4.0%, 4xx 1.0%): server errors lead"], {},
@@ -78,8 +80,8 @@ CASES = [
     ("gpu_recommended", {}, {"latency_p99": 0.9, "cpu_ratio": 0.9},
      ["P99 0.9 s over target with CPU at 90.0% on a CPU workload", "GPU workload"], {},
      {"latency_p99": 0.9, "cpu_ratio": 0.9, "queue_depth": 1.0}),
-    ("gpu_underused", {"entity": {"workload_type": "GPU_SMALL"}}, {"gpu_ratio": 0.04},
-     ["GPU use 4.0% on GPU_SMALL"], {"entity": {"workload_type": "GPU_SMALL"}}, {"gpu_ratio": 0.1}),
+    ("gpu_underused", {"entity": {"workload_type": "GPU_SMALL", "compute": "gpu"}}, {"gpu_ratio": 0.04},
+     ["GPU use 4.0% on GPU_SMALL"], {"entity": {"workload_type": "GPU_SMALL", "compute": "gpu"}}, {"gpu_ratio": 0.1}),
     ("scale_to_zero_in_production", {"tags": {"env": "production"}, "entity": {"scale_to_zero_enabled": True}}, {},
      ["endpoint is tagged production", "cold start"], {"entity": {"scale_to_zero_enabled": False}, "tags": {"env": "production"}}, {}),
     ("external_dependency_suspected", {}, {"latency_p99": 0.9, "cpu_ratio": 0.1},
@@ -138,7 +140,7 @@ def test_missing_data_never_fires():
     empty = Figures()
     assert fired(info(), empty) == {}
     assert "concurrency_undersized" not in fired(figs=figures(qps=None, latency_mean=0.25))
-    undetailed = replace(info(route_optimized=None, detailed=False), ready="READY")
+    undetailed = replace(info(route_optimized=None, detailed=False), ready=True)
     assert "route_optimization_recommended" not in fired(undetailed, figures(qps=250.0))
 
 
@@ -199,7 +201,7 @@ def test_hint_carries_since_and_the_latest_detail():
 
 
 def test_cost_rules_need_a_sustained_pattern():
-    idle_gpu = info(entity={"workload_type": "GPU_SMALL"})
+    idle_gpu = info(entity={"workload_type": "GPU_SMALL", "compute": "gpu"})
     states = run([figures(gpu_ratio=0.02)] * 12, endpoint=idle_gpu)
     assert ["gpu_underused" in s for s in states].index(True) == 9  # the 10th poll
 
@@ -228,7 +230,7 @@ def test_per_endpoint_thresholds():
 
 def test_generated_docs_are_current():
     path = Path(__file__).parents[1] / "docs" / "remediation.md"
-    assert path.read_text() == markdown(), "run: python -m exporter.rules > docs/remediation.md"
+    assert path.read_text() == markdown(), "run: python docs/generate.py"
 
 
 def test_every_rule_is_documented_with_why_and_action():

@@ -11,7 +11,7 @@ import requests
 
 from exporter.config import ConfigError, load_settings
 from exporter.daemon import Daemon
-from exporter.poller import shard_of
+from exporter.pipeline.selection import shard_of
 from exporter.simulator import DEMO_TOKEN, SimulatorServer, build_synthetic_workspace
 from exporter.sources.databricks import DatabricksSource, client_factory
 
@@ -28,7 +28,7 @@ def test_shards_partition_the_endpoints():
 
 def test_replicas_in_other_processes_agree_on_the_shards():
     """Python's hash() differs per process; the shard must not."""
-    code = "from exporter.poller import shard_of; print([shard_of(f'e{i}', 7) for i in range(50)])"
+    code = "from exporter.pipeline.selection import shard_of; print([shard_of(f'e{i}', 7) for i in range(50)])"
     expected = str([shard_of(f"e{i}", 7) for i in range(50)])
     for seed in ("1", "2"):
         out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from exporter.model import Histogram, MinuteFigures
-from exporter.window import HistogramStream, SeriesWindow, minute_key_of
+from exporter.pipeline.window import HistogramStream, SeriesWindow, minute_key_of
 
 INF = math.inf
 
@@ -87,9 +87,9 @@ def test_without_request_counts_a_growing_streak_means_cumulative():
 
 def test_cumulative_source_gives_per_minute_counters_and_window():
     w = SeriesWindow(window_minutes=5)
-    w.ingest(1, minute(100, hist(500, 900, 1000)))
-    w.ingest(2, minute(100, hist(550, 980, 1100)))
-    w.ingest(3, minute(100, hist(600, 1060, 1200)))
+    w.ingest(1, minute(100, hist(500, 900, 1000)), histograms="unknown")
+    w.ingest(2, minute(100, hist(550, 980, 1100)), histograms="unknown")
+    w.ingest(3, minute(100, hist(600, 1060, 1200)), histograms="unknown")
     latencies = [m.latency for _, m in w.in_window()]
     assert latencies[0] is None  # the first cumulative body has no predecessor
     assert [h.count for h in latencies[1:]] == [100, 100]
@@ -112,3 +112,13 @@ def test_without_request_counts_a_reset_keeps_a_cumulative_series_cumulative():
     assert s.cumulative
     assert s.per_minute(hist(30, 30, 30), requests=None).count == 30  # reset: the new value is the delta
     assert s.per_minute(hist(70, 70, 70), requests=None).count == 40
+
+
+def test_a_source_that_says_per_minute_is_never_differenced():
+    """Only a source that cannot tell ("unknown") gets the detection; per-minute histograms are stored as sent,
+    even when they look cumulative."""
+    w = SeriesWindow(window_minutes=5)
+    w.ingest(1, minute(100, hist(500, 900, 1000)))
+    w.ingest(2, minute(100, hist(550, 980, 1100)))
+    assert [m.latency.count for _, m in w.in_window()] == [1000, 1100]
+    assert w.counters.duration.count == 2100

@@ -1,5 +1,6 @@
-"""Where endpoint data comes from. Each source lists endpoints, describes one, and fetches its metrics body."""
+"""Where endpoint data comes from. A source lists endpoints, describes one, and fetches its figures as a
+platform-neutral `Observation`; each platform lives in a package of its own (today `databricks/`)."""
 
-from .base import FetchError, MetricsBody, Source
+from .base import FetchError, MetricsParseError, Observation, Source
 
-__all__ = ["FetchError", "MetricsBody", "Source"]
+__all__ = ["FetchError", "MetricsParseError", "Observation", "Source"]

@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from datadog_api_client import ApiClient
@@ -36,11 +36,13 @@ from datadog_api_client.v1.model.dashboard import Dashboard
 from datadog_api_client.v1.model.monitor import Monitor
 from datadog_api_client.v1.model.monitor_update_request import MonitorUpdateRequest
 
-from .config import Settings
-from .sinks.datadog import DatadogTarget, api_url
-from .sinks.schema import parse, schema_errors
+from .schema import parse, schema_errors
+from .sink import DatadogTarget, api_url
 
-ROOT = Path(__file__).resolve().parent.parent
+if TYPE_CHECKING:
+    from ...config import Settings
+
+ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_MONITORS = ROOT / "alerts" / "datadog" / "monitors.yaml"
 DEFAULT_DASHBOARD = ROOT / "dashboards" / "datadog" / "model-serving.json"
 MANAGED_TAG = "managed-by:serving-exporter"

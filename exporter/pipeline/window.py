@@ -1,19 +1,20 @@
 """Per-series memory across polls: the minutes inside the analysis window and the
 cumulative counters synthesised from them.
 
-Each source minute is stored once under its minute key (from the sample
-timestamps when the source sends them, otherwise from the clock at poll time), so
-polling faster than the source refreshes never counts a minute twice.
+Each source minute is stored once under its minute key (from the source's own
+timestamp when it sends one, otherwise from the clock at poll time), so polling
+faster than the source refreshes never counts a minute twice.
 
-Whether `request_latency_ms` is per-minute or cumulative is not documented, so it
-is decided per observation (see `HistogramStream`).
+A source that cannot say whether its histograms are per minute or cumulative
+(`Observation.histograms == "unknown"`) has them told apart per observation (see
+`HistogramStream`); per-minute histograms are stored as they come.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from .model import Counters, Histogram, MinuteFigures
+from ..model import Counters, Histogram, MinuteFigures
 
 MINUTE_MS = 60_000
 
@@ -21,7 +22,7 @@ MINUTE_MS = 60_000
 class HistogramStream:
     """Turns a histogram series that may be per-minute or cumulative into per-minute deltas.
 
-    With the minute's `request_count_total` (the normal case): a per-minute histogram
+    With the minute's request count (the normal case): a per-minute histogram
     cannot hold more observations than the minute had requests, so a `_count` above
     requests × 1.05 + 2 (slack for minute-boundary skew; no slack when the minute had
     no requests at all) means cumulative; a series
@@ -74,15 +75,18 @@ class SeriesWindow:
         self._queue = HistogramStream()
         self.counters = Counters()
 
-    def ingest(self, minute_key: int, raw: MinuteFigures) -> bool:
-        """Store one minute; return False (and change nothing) if it is not newer than the newest stored."""
+    def ingest(self, minute_key: int, raw: MinuteFigures, histograms: str = "per_minute") -> bool:
+        """Store one minute; return False (and change nothing) if it is not newer than the newest stored.
+        `histograms` is the Observation's: "unknown" sends them through the per-minute/cumulative detection."""
         if self.newest_key is not None and minute_key <= self.newest_key:
             return False  # seen, or late: the histogram deltas need minutes in order
-        figures = replace(
-            raw,
-            latency=self._latency.per_minute(raw.latency, raw.requests) if raw.latency else None,
-            queue_time=self._queue.per_minute(raw.queue_time, raw.requests) if raw.queue_time else None,
-        )
+        figures = raw
+        if histograms == "unknown":
+            figures = replace(
+                raw,
+                latency=self._latency.per_minute(raw.latency, raw.requests) if raw.latency else None,
+                queue_time=self._queue.per_minute(raw.queue_time, raw.requests) if raw.queue_time else None,
+            )
         self.minutes[minute_key] = figures
         self.newest_key = minute_key if self.newest_key is None else max(self.newest_key, minute_key)
         for key in [k for k in self.minutes if k <= self.newest_key - self.window_minutes]:

@@ -28,7 +28,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import urllib3
 from datadog_api_client import ApiClient, Configuration
@@ -42,10 +42,14 @@ from datadog_api_client.v2.model.metric_content_encoding import MetricContentEnc
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..config import ConfigError, DatadogSettings, Settings
-from ..model import Snapshot
-from .datadog_points import COUNT, METRICS, PREFIX, SOURCE_MINUTE_S, HintEvent, Point, Translator
+from ...model import Snapshot
+from ...strict import ConfigError
 from .delivery import Backoff, BoundedBuffer, exhausted, retry_after_seconds
+from .points import COUNT, METRICS, PREFIX, SOURCE_MINUTE_S, HintEvent, Point, Translator
+from .settings import DatadogSettings
+
+if TYPE_CHECKING:
+    from ...config import Settings
 
 log = logging.getLogger(__name__)
 

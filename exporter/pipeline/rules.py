@@ -1,10 +1,10 @@
 """Remediation hints: the rule table and the engine that applies it with hysteresis.
 
-Each rule turns an action from the serving guide (shared/reference/serving-guide.md)
-into a condition over an endpoint's figures, configuration and state, plus a detail
-text carrying the endpoint's own numbers. The table is data: docs/remediation.md is
-generated from it (`python -m exporter.rules`), and dashboards, alerts and runbooks
-link rules by their stable `id`.
+Each rule turns an action from the serving guide into a condition over an
+endpoint's figures, configuration and state, plus a detail text carrying the
+endpoint's own numbers. The table is data: docs/remediation.md is generated from
+it (`python -m exporter.pipeline.rules`), and dashboards, alerts and runbooks link
+rules by their stable `id`. The rule engine owns its settings (`remediation:`).
 
 A hint fires only after its condition held for `fire_after_polls` consecutive polls
 that brought new data (a new source minute, or a fresh configuration read for the
@@ -20,10 +20,84 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .config import Remediation, Thresholds
-from .model import Check, EndpointInfo, Figures, Hint, Recommendation, Severity
+from pydantic import Field, field_validator
 
-CPU_TYPES = ("CPU", "CPU_MEDIUM", "CPU_LARGE")
+from ..model import Check, EndpointInfo, Figures, Hint, Recommendation, Severity
+from ..strict import Strict, patch_of
+from .selection import Selector
+
+# -- settings (the `remediation:` section) ----------------------------------------------------
+
+
+class Thresholds(Strict):
+    """Numbers the remediation rules use besides the targets (docs/remediation.md says which rule uses which)."""
+
+    headroom_ratio: float = Field(0.15, ge=0, le=2, description="spare capacity added to a recommended concurrency")
+    saturation_ratio: float = Field(0.9, gt=0, description="load / capacity at or above which an endpoint counts as saturated")
+    throttled_4xx_ratio: float = Field(0.005, ge=0, le=1, description="4xx share (429s included) that counts as throttling when saturated")
+    oversize_factor: float = Field(3.0, gt=1, description="capacity this many times the peak need is oversized")
+    variable_load_ratio: float = Field(1.5, gt=1, description="busiest / quietest minute QPS from which load counts as varying")
+    route_optimization_qps: float = Field(200.0, gt=0, description="QPS above which a standard endpoint needs route optimization")
+    route_optimized_qps_limit: float = Field(50_000.0, gt=0, description="QPS a route-optimized endpoint serves at most")
+    strict_latency_seconds: float = Field(0.05, gt=0, description="a P50 target at or below this is strict (route optimization helps)")
+    low_cpu_ratio: float = Field(0.3, ge=0, le=1, description="CPU below this while slow points outside the model")
+    gpu_idle_ratio: float = Field(0.1, ge=0, le=1, description="GPU use below this is idle")
+    concurrency_limit: int = Field(1024, ge=1, description="platform limit of provisioned concurrency per served entity")
+    concurrency_limit_ratio: float = Field(0.8, gt=0, le=1, description="share of the limit from which it counts as near")
+    batching_qps: float = Field(100.0, gt=0, description="QPS above which light requests are worth batching")
+    light_request_seconds: float = Field(0.02, gt=0, description="mean service time below which a request is light")
+    production_tags: list[str] = Field(default_factory=lambda: ["env=production", "env=prod", "environment=production", "environment=prod"],
+                                       description="KEY=VALUE endpoint tags that mark production")
+
+
+ThresholdsPatch = patch_of(Thresholds, "Only the keys written here override the global thresholds.", nullable=False)
+
+
+class RemediationOverride(Strict):
+    match: Selector
+    disabled: list[str] = Field(default_factory=list, description="rule ids switched off for the matched endpoints")
+    thresholds: ThresholdsPatch = Field(default_factory=ThresholdsPatch)  # type: ignore[valid-type]
+
+    @field_validator("disabled")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        return _known_rules(value)
+
+
+class Remediation(Strict):
+    """Remediation hints: hysteresis, thresholds, and which rules run where."""
+
+    fire_after_polls: int = Field(2, ge=1, description="consecutive polls with new data a condition must hold before its hint fires")
+    clear_after_polls: int = Field(2, ge=1, description="consecutive polls without the condition before an active hint clears")
+    sustained_polls: int = Field(10, ge=1, description="fire_after_polls for cost hints (oversized, idle GPU), which need a sustained pattern")
+    disabled: list[str] = Field(default_factory=list, description="rule ids switched off everywhere")
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    overrides: list[RemediationOverride] = Field(default_factory=list, description="per-endpoint thresholds and disabled rules; later entries win")
+
+    @field_validator("disabled")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        return _known_rules(value)
+
+    def for_endpoint(self, info: EndpointInfo) -> tuple[Thresholds, frozenset[str]]:
+        thresholds, disabled = self.thresholds, set(self.disabled)
+        for override in self.overrides:
+            if override.match.matches(info):
+                changes = {k: getattr(override.thresholds, k) for k in override.thresholds.model_fields_set}
+                thresholds = thresholds.model_copy(update=changes)
+                disabled |= set(override.disabled)
+        return thresholds, frozenset(disabled)
+
+
+def _known_rules(ids: list[str]) -> list[str]:
+    unknown = [i for i in ids if i not in RULE_IDS]
+    if unknown:
+        raise ValueError(f"unknown rule id(s) {', '.join(unknown)}; known: {', '.join(sorted(RULE_IDS))}")
+    return ids
+
+
+
+# -- what a rule sees ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -51,7 +125,7 @@ class Context:
     @property
     def capacity(self) -> float | None:
         """The most the endpoint can provision: the configured maximum, else what it has now."""
-        return self.info.max_provisioned_concurrency or self.figures.provisioned_concurrency
+        return self.info.capacity or self.figures.provisioned_concurrency
 
     def suggest(self, concurrency: float) -> int:
         """A concurrency setting for this need: headroom added, rounded up, within the platform limit."""
@@ -234,16 +308,17 @@ def _memory_high(c: Context) -> str | None:
 
 
 def _gpu_recommended(c: Context) -> str | None:
-    types = {e.workload_type for e in c.info.served_entities}
-    if not types or not types <= set(CPU_TYPES):
+    entities = c.info.served_entities
+    if not entities or any(e.compute != "cpu" for e in entities):
         return None
+    types = {e.workload_type or "CPU" for e in entities}
     slow = c.breached("latency_p50", "latency_p90", "latency_p99")
     cpu_target = c.targets.get("cpu_utilization") or 0.8
     if not slow or (c.figures.cpu_ratio or 0) < cpu_target or c.breached("queue_depth"):
         return None  # queueing makes any model slow: capacity first
     return (f"{slow[-1].name.removeprefix('latency_').upper()} {_s(slow[-1].value)} over target with CPU at "  # type: ignore[arg-type]
             f"{_pct(c.figures.cpu_ratio or 0)} on a {'/'.join(sorted(types))} workload: the model is compute-bound — "
-            "move it to a GPU workload (e.g. GPU_SMALL), or make it lighter (quantize, prune)")
+            "move it to a GPU workload (the smallest GPU type first), or make it lighter (quantize, prune)")
 
 
 def _gpu_underused(c: Context) -> str | None:
@@ -273,12 +348,11 @@ def _scale_to_zero(c: Context) -> str | None:
 def _not_ready(c: Context) -> str | None:
     info = c.info
     problems = []
-    if info.ready and info.ready != "READY":
-        problems.append(f"state {info.ready}")
-    if info.config_update in ("UPDATE_FAILED", "UPDATE_CANCELED"):
-        problems.append(f"config update {info.config_update}")
-    problems += [f"{e.name} {e.deployment_state}" for e in info.served_entities
-                 if e.deployment_state in ("DEPLOYMENT_FAILED", "DEPLOYMENT_ABORTED")]
+    if info.ready is False:
+        problems.append(f"state {info.state or 'not ready'}")
+    if info.update_failed:
+        problems.append(f"config update {info.config_update or 'failed'}")
+    problems += [f"{e.name} {e.deployment_state or 'deployment failed'}" for e in info.served_entities if e.deployment_failed]
     if not problems:
         return None
     return f"endpoint not serving as configured ({', '.join(problems)}): read the deployment's build and service logs, fix and redeploy"
@@ -325,7 +399,7 @@ def _client_batching(c: Context) -> str | None:
 
 RULES: tuple[Rule, ...] = (
     Rule("endpoint_not_ready", "critical", "Endpoint is not ready or its last deployment failed",
-         "state.ready is not READY, config_update is UPDATE_FAILED/UPDATE_CANCELED, or a served entity's deployment is FAILED/ABORTED",
+         "the platform says the endpoint is not ready, its last configuration update failed or was cancelled, or a served entity's deployment failed or was aborted",
          "An endpoint that is not ready, or whose last update failed, serves an old configuration or nothing at all.",
          "Read the build and service logs of the failed deployment, fix the model or configuration, redeploy.",
          "Production readiness", ("config",), _not_ready),
@@ -525,7 +599,7 @@ def markdown() -> str:
     lines = [
         "# Remediation hints",
         "",
-        "<!-- Generated from exporter/rules.py by `python -m exporter.rules > docs/remediation.md`; CI checks it is current. -->",
+        "<!-- Generated from exporter/pipeline/rules.py by `python docs/generate.py`; CI checks it is current. -->",
         "",
         "Each rule turns an action from the serving guide into a hint with the endpoint's own numbers. A hint fires after",
         f"its condition held for `remediation.fire_after_polls` ({remediation.fire_after_polls}) consecutive polls with new data",

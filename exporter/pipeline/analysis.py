@@ -7,7 +7,7 @@ output is immutable. Definitions (also in docs/metrics.md):
 - error ratio = (4xx + 5xx) / requests; 0 when there were no requests.
 - latency percentiles: PromQL `histogram_quantile` over the window's merged histogram.
 - required concurrency = QPS × mean latency (Little's law: requests in flight).
-- queue depth, measured: arrival rate × mean `model_queue_time_ms` (Little's law);
+- queue depth, measured: arrival rate × mean queue wait (Little's law), where the platform reports queue time;
   estimated (no queue-time metric): per minute max(0, QPS × mean latency − provisioned
   concurrency), averaged over the window.
 """
@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .model import CHECKS, Check, Figures, Histogram, MinuteFigures
+from ..model import Check, Figures, Histogram, MinuteFigures
 from .quantile import histogram_quantile
+from .targets import CHECKS
 
 
 def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: float | None = None) -> Figures:

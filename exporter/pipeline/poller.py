@@ -1,60 +1,73 @@
-"""One poll: discover endpoints, refresh their configuration when due, fetch and
-parse their metrics concurrently, and publish a new immutable Snapshot.
+"""One poll: discover endpoints, refresh their configuration when due, fetch their figures
+concurrently, key them by minute into the windows, analyse, and publish a new immutable Snapshot.
 
 Failures are isolated per endpoint and per call: a timeout, an HTTP error or a
 garbage body marks that endpoint down and is counted, while its stored minutes,
-its last good configuration and every other endpoint are untouched.
+its last good configuration and every other endpoint are untouched. Every selected
+endpoint is in every snapshot, also before its first fetch has answered (down, with
+the reason), so its success series is never missing.
+
+Threads. The scheduler thread runs `poll`: it lists, reconciles and publishes. Each
+endpoint's fetch and analysis run on a pool thread that owns the endpoint's state
+while `busy` is set — and a hung fetch can keep it past the poll that started it.
+The two meet only under `EndpointState.lock`: the scheduler hands a fresh listing
+over (`offer_listing`) and the worker adopts it when it starts (`take_listing`); the
+worker publishes an immutable report, status and error counts that the scheduler
+copies (`published`). Nothing else is shared.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
+from ..model import Counters, EndpointInfo, EndpointReport, Figures, PollStatus, SeriesReport, Snapshot
+from ..sources import FetchError, Observation, Source
 from .analysis import analyze, checks
-from .config import Settings
-from .model import EndpointInfo, EndpointReport, PollStatus, SeriesReport, Snapshot, entity_capacity
 from .rules import HintMemory, evaluate, recommend
-from .parsing import MetricsParseError, parse_metrics
-from .sources import FetchError, Source
+from .selection import shard_of
 from .window import SeriesWindow, minute_key_of
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_CLOCK_SKEW_S = 600  # sample timestamps further ahead of the clock than this are not trusted
-SOURCE_REFRESH_S = 60  # the platform publishes a new minute about once a minute
-
-
-def shard_of(name: str, count: int) -> int:
-    """The replica that polls an endpoint: a stable hash of its name alone, so every replica agrees
-    without talking to the others and an endpoint never moves when others come and go."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
 
 
 class EndpointState:
-    """Everything remembered about one endpoint between polls; touched by one worker at a time."""
+    """Everything remembered about one endpoint between polls (see the module docstring for who owns what)."""
 
     def __init__(self, info: EndpointInfo, window_minutes: int):
+        # Owned by the worker while busy (and by nobody else: the scheduler starts a worker only when not busy).
         self.info = info
         self.detail_at: float | None = None
         self.window_minutes = window_minutes
         self.windows: dict[str | None, SeriesWindow] = {}
+        self.hints = HintMemory()
+        self.config_fresh = False  # whether this poll adopted a fresh listing
+        self.last_fingerprint: bytes | None = None  # to spot data served again when the source sends no timestamp
+        self.last_fingerprint_at = 0.0
+        # Shared with the scheduler thread, under `lock`.
+        self.lock = threading.Lock()
+        self.busy = False
         self.status = PollStatus(up=False, last_success_s=None)
         self.errors: Counter[tuple[str, str]] = Counter()  # (call, reason) -> count
         self.report: EndpointReport | None = None
-        self.hints = HintMemory()
-        self.listed = False  # whether this poll's listing refreshed the configuration
-        self.last_body: bytes | None = None  # to spot a re-served body when the source sends no timestamps
-        self.last_body_at = 0.0
-        self.busy = False
-        self.lock = threading.Lock()  # guards busy, report, status and errors against the publishing thread
+        self._listing: EndpointInfo | None = None  # a listing not yet adopted by the worker
+
+    def offer_listing(self, info: EndpointInfo) -> None:
+        """Scheduler thread: this poll's listing of the endpoint, for the worker to adopt when it starts."""
+        with self.lock:
+            self._listing = info
 
     def begin(self) -> bool:
         """Claim the endpoint for one poll; False while an earlier poll of it still runs."""
@@ -64,15 +77,38 @@ class EndpointState:
             self.busy = True
             return True
 
-    def published(self, deadline_s: float) -> tuple[EndpointReport | None, dict[tuple[str, str], float]]:
-        """The report and error counts to publish; an endpoint still busy past the deadline shows as down."""
+    def take_listing(self) -> None:
+        """Worker: adopt the newest listing. The list is fresher for state and tags; the detail holds what
+        the list lacks, and is re-read at once when the configuration changed."""
+        with self.lock:
+            listing, self._listing = self._listing, None
+        self.config_fresh = listing is not None
+        if listing is None:
+            return
+        if self.info.detailed:
+            if listing.last_updated_ms != self.info.last_updated_ms:
+                self.detail_at = None
+            self.info = replace(self.info, ready=listing.ready, state=listing.state, config_update=listing.config_update,
+                                update_failed=listing.update_failed, tags=listing.tags,
+                                last_updated_ms=listing.last_updated_ms)
+        else:
+            self.info = listing
+
+    def published(self, deadline_s: float, blank: Callable[[EndpointInfo, PollStatus], EndpointReport]
+                  ) -> tuple[EndpointReport, dict[tuple[str, str], float]]:
+        """The report and error counts to publish. An endpoint still busy past the deadline shows as down;
+        one that never answered yet gets a `blank` report, so it is never left out."""
         with self.lock:
             if self.busy:
                 self.errors[("metrics", "deadline")] += 1
-            report, errors = self.report, dict(self.errors)
-            if self.busy and report is not None:
-                status = replace(report.status, up=False, last_error=f"deadline: still fetching after {deadline_s:g}s")
-                report = replace(report, status=status)
+            report, status, busy, errors = self.report, self.status, self.busy, dict(self.errors)
+        # `info` is read without the lock: an immutable object the worker may replace, never change.
+        if busy:
+            down = replace(report.status if report else status, up=False,
+                           last_error=f"deadline: still fetching after {deadline_s:g}s")
+            return (replace(report, status=down) if report else blank(self.info, down)), errors
+        if report is None:  # analysis failed on every poll so far (a bug, logged): never claim it is up
+            return blank(self.info, replace(status, up=False)), errors
         return report, errors
 
     def window(self, entity: str | None) -> SeriesWindow:
@@ -87,7 +123,7 @@ class Poller:
         self.source = source
         self.settings = settings
         self.clock = clock
-        # Minute keys for bodies without sample timestamps; the demo injects its simulated clock.
+        # Minute keys for observations without timestamps; the demo injects its simulated clock.
         self.minute_clock = minute_clock or clock
         self.window_minutes = max(1, math.ceil(settings.window_seconds / 60))
         self.states: dict[str, EndpointState] = {}
@@ -99,6 +135,10 @@ class Poller:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def deadline_s(self) -> float:
+        return self.settings.poll_deadline_seconds or 0.8 * self.settings.poll_interval_seconds
 
     def poll(self) -> Snapshot:
         started = self.clock()
@@ -118,18 +158,16 @@ class Poller:
 
         states = list(self.states.values())
         # An endpoint still busy from an earlier poll (a hanging request) is not polled twice.
-        running = {s.info.name: self._pool.submit(self._poll_endpoint, s) for s in states if s.begin()}
-        deadline = self.settings.poll_deadline_seconds or 0.8 * self.settings.poll_interval_seconds
-        wait(running.values(), timeout=deadline)
+        running = [self._pool.submit(self._poll_endpoint, s) for s in states if s.begin()]
+        wait(running, timeout=self.deadline_s)
 
         finished = self.clock()
         if listing is not None:
             self.poll_outcomes["success"] += 1
         reports, errors = [], {}
         for state in sorted(states, key=lambda s: s.info.name):
-            report, state_errors = state.published(deadline)
-            if report is not None:
-                reports.append(report)
+            report, state_errors = state.published(self.deadline_s, self._blank_report)
+            reports.append(report)
             errors.update({(state.info.name, call, reason): n for (call, reason), n in state_errors.items()})
         self.snapshot = Snapshot(
             endpoints=tuple(reports),
@@ -154,21 +192,13 @@ class Poller:
             state = self.states.get(info.name)
             if state is None:
                 state = self.states[info.name] = EndpointState(info, self.window_minutes)
-            elif state.info.detailed:
-                # The list is fresher for state and tags; the detail holds what the list lacks.
-                changed = info.last_updated_ms != state.info.last_updated_ms
-                state.info = replace(state.info, ready=info.ready, config_update=info.config_update,
-                                     tags=info.tags, last_updated_ms=info.last_updated_ms)
-                if changed:
-                    state.detail_at = None  # configuration changed: re-read it now
-            else:
-                state.info = info
-            state.listed = True
+            state.offer_listing(info)
 
     def _poll_endpoint(self, state: EndpointState) -> None:
         try:
+            state.take_listing()
             self._refresh_detail(state)
-            self._fetch_metrics(state)
+            self._fetch(state)
         except Exception as exc:  # a bug must not take the other endpoints down with it
             log.exception("unexpected error polling endpoint %s", state.info.name)
             self._failed(state, "internal_error", f"{type(exc).__name__}", self.clock())
@@ -196,40 +226,45 @@ class Poller:
                 state.errors[("detail", exc.reason)] += 1
             log.debug("detail of %s failed: %s", state.info.name, exc)
 
-    def _fetch_metrics(self, state: EndpointState) -> None:
+    def _fetch(self, state: EndpointState) -> None:
         name = state.info.name
         started = self.clock()
         try:
-            body = self.source.fetch_metrics(name)
-            parsed = parse_metrics(body.text, body.content_type, self.settings.max_served_entities)
-        except (FetchError, MetricsParseError) as exc:
-            reason = exc.reason if isinstance(exc, FetchError) else "parse_error"
-            self._failed(state, reason, str(exc), started)
+            observed = self.source.fetch(name)
+        except FetchError as exc:  # parse errors included (MetricsParseError)
+            self._failed(state, exc.reason, str(exc), started)
             return
+        key = self._minute_key(state, observed)
+        if key is not None:
+            state.window(None).ingest(key, observed.endpoint, observed.histograms)
+            for entity, figures in observed.entities.items():
+                state.window(entity).ingest(key, figures, observed.histograms)
+        # Entities that stopped reporting leave once their minutes age out of the window.
+        newest = state.window(None).newest_key
+        if newest is not None:
+            for entity in [e for e, w in state.windows.items()
+                           if e is not None and (w.newest_key or 0) <= newest - self.window_minutes]:
+                del state.windows[entity]
+        self._succeeded(state, started)
+
+    def _minute_key(self, state: EndpointState, observed: Observation) -> int | None:
+        """The source minute the observation belongs to, or None when it is the last one served again."""
         now_minute_s = self.minute_clock()
-        timestamp_ms = parsed.timestamp_ms
+        timestamp_ms = observed.timestamp_ms
         if timestamp_ms is not None and timestamp_ms > (now_minute_s + MAX_CLOCK_SKEW_S) * 1000:
             # A timestamp far in the future would make every later minute look old: distrust it.
-            log.warning("metrics of %s carry a timestamp %.0fs ahead of the clock; using the clock", name,
+            log.warning("metrics of %s carry a timestamp %.0fs ahead of the clock; using the clock", state.info.name,
                         timestamp_ms / 1000 - now_minute_s)
             timestamp_ms = None
-        if timestamp_ms is None:
-            # Without timestamps the clock keys the minute. A body identical to the one stored less than
-            # a refresh period ago is the same source minute seen across a clock-minute boundary; an
-            # identical body after that is a genuinely repeated minute (an idle endpoint's zeros).
-            if body.text == state.last_body and now_minute_s - state.last_body_at < SOURCE_REFRESH_S * 1.5:
-                self._succeeded(state, started)
-                return
-            state.last_body, state.last_body_at = body.text, now_minute_s
-        key = minute_key_of(timestamp_ms, now_minute_s)
-        state.window(None).ingest(key, parsed.endpoint)
-        for entity, figures in parsed.entities.items():
-            state.window(entity).ingest(key, figures)
-        # Entities that stopped reporting leave once their minutes age out of the window.
-        newest = state.window(None).newest_key or key
-        for entity in [e for e, w in state.windows.items() if e is not None and (w.newest_key or 0) <= newest - self.window_minutes]:
-            del state.windows[entity]
-        self._succeeded(state, started)
+        if timestamp_ms is None and observed.fingerprint is not None:
+            # Without timestamps the clock keys the minute. Data identical to the one stored less than a refresh
+            # period ago is the same source minute seen across a clock-minute boundary; identical data after that
+            # is a genuinely repeated minute (an idle endpoint's zeros).
+            if (observed.fingerprint == state.last_fingerprint
+                    and now_minute_s - state.last_fingerprint_at < self.source.refresh_seconds * 1.5):
+                return None
+            state.last_fingerprint, state.last_fingerprint_at = observed.fingerprint, now_minute_s
+        return minute_key_of(timestamp_ms, now_minute_s)
 
     def _succeeded(self, state: EndpointState, started: float) -> None:
         now = self.clock()
@@ -253,16 +288,22 @@ class Poller:
 
         def series(entity: str | None, window: SeriesWindow) -> SeriesReport:
             if entity is None:
-                capacity = info.max_provisioned_concurrency
+                capacity = info.capacity
             else:
-                capacity = entity_capacity(served[entity]) if entity in served else None
+                capacity = served[entity].capacity if entity in served else None
             figures = analyze(window.in_window(), capacity)
             return SeriesReport(entity, figures, checks(figures, targets), window.counters)
 
         endpoint = series(None, state.window(None))
         entities = tuple(series(e, w) for e, w in sorted(state.windows.items(), key=lambda kv: kv[0] or "") if e is not None)
         hints = evaluate(self.settings.remediation, info, endpoint.figures, endpoint.checks, targets, state.hints,
-                         metrics_fresh=state.status.up, config_fresh=state.listed and info.detailed, now_s=self.clock())
-        state.listed = False
+                         metrics_fresh=state.status.up, config_fresh=state.config_fresh and info.detailed,
+                         now_s=self.clock())
         advice = recommend(self.settings.remediation, info, endpoint.figures, endpoint.checks, targets)
         return EndpointReport(info, endpoint, entities, state.status, hints, advice)
+
+    def _blank_report(self, info: EndpointInfo, status: PollStatus) -> EndpointReport:
+        """An endpoint with no answer yet: its configuration, its targets, no figures, and why it is down."""
+        figures = Figures()
+        endpoint = SeriesReport(None, figures, checks(figures, self.settings.targets_for(info)), Counters())
+        return EndpointReport(info, endpoint, (), status)

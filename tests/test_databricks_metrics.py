@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.parsing import ENTITY_LABELS, MetricsParseError, parse_metrics
+from exporter.sources.databricks.metrics import ENTITY_LABELS, MetricsParseError, parse_metrics
 
 FIXTURES = Path(__file__).parent / "fixtures" / "metrics"
 

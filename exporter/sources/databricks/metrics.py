@@ -5,19 +5,24 @@ gauges holding the count for the last minute (not counters); latencies are in
 milliseconds and utilisation in percent. This module converts to seconds and
 ratios, groups series by served entity when some label names one, and ignores
 every metric it does not know, so new platform metrics never break a poll.
+Whether `request_latency_ms` is per minute or cumulative is not documented, so
+the observation says "unknown" and the pipeline's window tells them apart.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from prometheus_client.openmetrics import parser as om_parser
 from prometheus_client import parser as text_parser
 from prometheus_client.samples import Sample
 
-from .model import Histogram, MinuteFigures, ParsedMetrics
+from ...model import Histogram, MinuteFigures
+from ..base import MetricsParseError, Observation
 
 # Label names that may carry the served entity; none is confirmed by the vendor.
 ENTITY_LABELS = ("served_entity", "served_entity_name", "served_model", "served_model_name", "entity_name")
@@ -41,8 +46,23 @@ HISTOGRAM_FIELDS = {"request_latency_ms": "latency", "model_queue_time_ms": "que
 ADDITIVE = {"requests", "errors_4xx", "errors_5xx", "provisioned_concurrency"}
 
 
-class MetricsParseError(ValueError):
-    """The body is not Prometheus text or OpenMetrics."""
+@dataclass(frozen=True)
+class ParsedMetrics:
+    """One /metrics body: the endpoint's figures and, when labelled, each served entity's."""
+
+    endpoint: MinuteFigures
+    entities: dict[str, MinuteFigures]
+    timestamp_ms: int | None  # newest explicit sample timestamp, if the source sent any
+    entity_label: str | None  # which label named the served entity, if any
+    openmetrics: bool
+
+
+def observe(body: bytes, content_type: str = "", max_entities: int = 50) -> Observation:
+    """The pipeline's view of one body; raises MetricsParseError (a FetchError) on anything that is not an exposition."""
+    parsed = parse_metrics(body, content_type, max_entities)
+    # Without sample timestamps the same minute can be served at two polls: the digest tells them apart.
+    return Observation(parsed.endpoint, parsed.entities, parsed.timestamp_ms,
+                       fingerprint=hashlib.blake2b(body, digest_size=16).digest(), histograms="unknown")
 
 
 def parse_metrics(body: str | bytes, content_type: str = "", max_entities: int = 50) -> ParsedMetrics:

@@ -20,8 +20,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
-from . import __version__
-from .model import Snapshot
+from .. import __version__
+from ..model import Snapshot
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,305 @@
+"""Every figure the exporter exports, defined once.
+
+Each `Family` names a metric family (without the `model_serving_` prefix), its type, unit,
+help text, labels, what it reads from a Snapshot, and how Datadog receives it. The
+Prometheus collector (sinks/prometheus.py), the Datadog points (sinks/datadog/points.py),
+the family tables of docs/metrics.md and docs/datadog.md (docs/generate.py) and the golden
+exposition test all iterate this table: adding a figure is one entry here plus its
+computation in the pipeline.
+
+Scopes say what a family's `read` receives and which labels come first:
+
+- `series`: a SeriesReport — the endpoint as a whole (`served_entity=""`) or one served entity;
+  labels `serving_endpoint`, `served_entity`, then the family's own.
+- `endpoint`: an EndpointReport; label `serving_endpoint`, then the family's own.
+- `exporter`: the Snapshot; only the family's own labels.
+
+`read` yields `(label values, value)`: a float for gauges and counters (None: no sample), a
+Histogram for histograms, a dict of label → value for info families.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from . import __version__
+from .model import EndpointReport, SeriesReport, Snapshot
+
+PREFIX = "model_serving_"
+ENDPOINT_LABEL = "serving_endpoint"  # not `endpoint`: the Prometheus Operator puts that on every target
+ENTITY_LABEL = "served_entity"  # "" is the endpoint as a whole
+SCOPE_LABELS = {"series": (ENDPOINT_LABEL, ENTITY_LABEL), "endpoint": (ENDPOINT_LABEL,), "exporter": ()}
+# Units, in words the sinks translate (Datadog's names are in sinks/datadog/points.py).
+Unit = Literal["seconds", "ratio", "requests", "requests_per_second", "errors", "timestamp", ""]
+
+Samples = Iterable[tuple[tuple[str, ...], Any]]
+
+
+@dataclass(frozen=True)
+class Datadog:
+    """How the Datadog sink sends a family. `clock`: stamped with the series' source minute (sent once per
+    new minute) or with the poll's time (sent every poll). Counters and histograms go as COUNTs of their
+    growth since the last point sent; `skip_zero` leaves out a count that did not grow."""
+
+    clock: Literal["minute", "poll"]
+    skip_zero: bool = False
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    type: Literal["gauge", "counter", "histogram", "info"]
+    scope: Literal["series", "endpoint", "exporter"]
+    unit: Unit
+    help: str
+    reads: str  # for the docs: where the value comes from
+    read: Callable[[Any], Samples]
+    labels: tuple[str, ...] = ()  # after the scope's labels
+    datadog: Datadog | None = None  # None: not sent to Datadog
+    info_labels: tuple[str, ...] = ()  # info families: the keys of the value
+
+    @property
+    def prometheus_name(self) -> str:
+        return PREFIX + self.name
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return SCOPE_LABELS[self.scope] + self.labels
+
+
+# -- readers ------------------------------------------------------------------------------------
+
+
+def _figure(attr: str) -> Callable[[SeriesReport], Samples]:
+    return lambda row: (((), getattr(row.figures, attr)),)
+
+
+def _percentiles(row: SeriesReport) -> Samples:
+    f = row.figures
+    return ((("p50",), f.latency_p50), (("p90",), f.latency_p90), (("p99",), f.latency_p99))
+
+
+def _error_classes(row: SeriesReport) -> Samples:
+    return ((("4xx",), row.figures.error_ratio_4xx), (("5xx",), row.figures.error_ratio_5xx))
+
+
+def _queue_method(row: SeriesReport) -> Samples:
+    f = row.figures
+    return (((f.queue_depth_method or "estimated",), 1.0),) if f.queue_depth is not None else ()
+
+
+def _last_minute(row: SeriesReport) -> Samples:
+    ms = row.figures.latest_minute_ms
+    return (((), ms / 1000.0 if ms is not None else None),)
+
+
+def _breached(row: SeriesReport) -> Samples:
+    return (((c.name,), 1.0 if c.breached else 0.0) for c in row.checks if c.evaluated)
+
+
+def _error_counts(row: SeriesReport) -> Samples:
+    return ((("4xx",), row.counters.errors_4xx), (("5xx",), row.counters.errors_5xx))
+
+
+def _configured(report: EndpointReport) -> Samples:
+    for e in report.info.served_entities:
+        for bound, value in (("min", e.min_provisioned_concurrency), ("max", e.max_provisioned_concurrency)):
+            if value is not None:
+                yield (e.name, bound), float(value)
+
+
+def _targets(report: EndpointReport) -> Samples:
+    return (((c.name,), c.target) for c in report.endpoint.checks if c.target is not None)
+
+
+def _recommended(report: EndpointReport) -> Samples:
+    r = report.recommendation
+    return ((("min",), float(r.min_concurrency)), (("max",), float(r.max_concurrency))) if r else ()
+
+
+def _flag(value: bool | None) -> str:
+    return "" if value is None else str(value).lower()
+
+
+def _endpoint_info(report: EndpointReport) -> Samples:
+    info = report.info
+    yield (), {"platform": info.platform, "endpoint_id": info.id or "", "workload_type": info.workload_type or "",
+               "route_optimized": _flag(info.route_optimized), "scale_to_zero": _flag(info.scale_to_zero),
+               "task": info.task or "", "kind": info.kind}
+
+
+def _entity_info(report: EndpointReport) -> Samples:
+    for e in report.info.served_entities:
+        yield (e.name,), {"platform": report.info.platform, "entity_name": e.entity_name or "",
+                          "entity_version": e.entity_version or "", "workload_type": e.workload_type or "",
+                          "workload_size": e.workload_size or "", "deployment_state": e.deployment_state or "",
+                          "kind": e.kind}
+
+
+def _build(_: Snapshot) -> Samples:
+    return (((), {"version": __version__, "python_version": platform.python_version()}),)
+
+
+def _polls(snap: Snapshot) -> Samples:
+    return (((result,), snap.polls.get(result, 0.0)) for result in ("success", "list_failed"))
+
+
+def _fetch_errors(snap: Snapshot) -> Samples:
+    return (((endpoint, call, reason), n) for (endpoint, call, reason), n in sorted(snap.fetch_errors.items()))
+
+
+def _not_from_snapshot(_: Snapshot) -> Samples:
+    return ()  # rendered by the sink itself (see the family's `reads`)
+
+
+# -- the catalog --------------------------------------------------------------------------------
+
+MINUTE, POLL = Datadog("minute"), Datadog("poll")
+
+FAMILIES: tuple[Family, ...] = (
+    # Window figures, per series.
+    Family("requests_per_second", "gauge", "series", "requests_per_second", "Requests per second over the analysis window.",
+           "Figures.qps", _figure("qps"), datadog=MINUTE),
+    Family("latency_mean_seconds", "gauge", "series", "seconds", "Mean request latency over the analysis window.",
+           "Figures.latency_mean", _figure("latency_mean"), datadog=MINUTE),
+    Family("error_ratio", "gauge", "series", "ratio",
+           "Share of requests answered 4xx or 5xx (429 included) over the window; 0 without requests.",
+           "Figures.error_ratio", _figure("error_ratio"), datadog=MINUTE),
+    Family("cpu_utilization_ratio", "gauge", "series", "ratio", "Average CPU utilisation over replicas and the window, 0-1.",
+           "Figures.cpu_ratio", _figure("cpu_ratio"), datadog=MINUTE),
+    Family("memory_utilization_ratio", "gauge", "series", "ratio",
+           "Average memory utilisation over replicas and the window, 0-1.",
+           "Figures.memory_ratio", _figure("memory_ratio"), datadog=MINUTE),
+    Family("gpu_utilization_ratio", "gauge", "series", "ratio",
+           "Average GPU utilisation over GPUs, replicas and the window, 0-1.",
+           "Figures.gpu_ratio", _figure("gpu_ratio"), datadog=MINUTE),
+    Family("gpu_memory_utilization_ratio", "gauge", "series", "ratio", "Average GPU memory utilisation, 0-1.",
+           "Figures.gpu_memory_ratio", _figure("gpu_memory_ratio"), datadog=MINUTE),
+    Family("provisioned_concurrency", "gauge", "series", "requests",
+           "Provisioned concurrency now (platform gauge, else the configured maximum).",
+           "Figures.provisioned_concurrency", _figure("provisioned_concurrency"), datadog=MINUTE),
+    Family("required_concurrency", "gauge", "series", "requests",
+           "Concurrency the load needs: QPS x mean latency (Little's law).",
+           "Figures.required_concurrency", _figure("required_concurrency"), datadog=MINUTE),
+    Family("latency_seconds", "gauge", "series", "seconds",
+           "Latency percentile over the analysis window, computed as PromQL histogram_quantile does.",
+           "Figures.latency_p50, latency_p90, latency_p99", _percentiles, ("percentile",), MINUTE),
+    Family("error_ratio_by_class", "gauge", "series", "ratio",
+           "Share of requests answered with this status class over the window.",
+           "Figures.error_ratio_4xx, error_ratio_5xx", _error_classes, ("class",), MINUTE),
+    Family("queue_depth", "gauge", "series", "requests",
+           "Requests waiting for a free slot, averaged over the window: measured by Little's law (arrival rate x mean "
+           "queue wait) when the platform reports queue time, else estimated per minute as max(0, QPS x mean latency "
+           "- provisioned concurrency). model_serving_queue_depth_method says which.",
+           "Figures.queue_depth", _figure("queue_depth"), datadog=MINUTE),
+    Family("queue_depth_method", "gauge", "series", "",
+           "1 for the method behind model_serving_queue_depth: queue_time (measured) or estimated.",
+           "Figures.queue_depth_method", _queue_method, ("method",), MINUTE),
+    Family("configured_concurrency", "gauge", "endpoint", "requests",
+           "Configured min/max provisioned concurrency of a served entity, where its configuration sets them.",
+           "ServedEntity.min/max_provisioned_concurrency", _configured, ("served_entity", "bound"), POLL),
+    Family("window_coverage_seconds", "gauge", "series", "seconds",
+           "Source data in the analysis window: received minutes x 60 (0: no data yet).",
+           "Figures.minutes x 60", lambda row: (((), 60.0 * row.figures.minutes),), datadog=MINUTE),
+    Family("last_minute_timestamp_seconds", "gauge", "series", "timestamp", "Start of the newest source minute received.",
+           "Figures.latest_minute_ms / 1000", _last_minute, datadog=MINUTE),
+    Family("target", "gauge", "endpoint", "",
+           "Target for a check (a check is breached when its value exceeds the target).",
+           "the endpoint's targets (targets, target_overrides)", _targets, ("check",), MINUTE),
+    Family("target_breached", "gauge", "series", "",
+           "1 when the check's value exceeds its target, else 0 (absent: no data or no target).",
+           "SeriesReport.checks", _breached, ("check",), MINUTE),
+    Family("remediation", "gauge", "endpoint", "",
+           "1 while a remediation hint is active for the endpoint (rule ids: docs/remediation.md; details: /api/v1/endpoints).",
+           "EndpointReport.hints", lambda r: (((h.id, h.severity), 1.0) for h in r.hints), ("rule", "severity"), POLL),
+    Family("recommended_concurrency", "gauge", "endpoint", "requests",
+           "Provisioned concurrency the window supports: min for the quietest minute, max for the busiest, with headroom.",
+           "EndpointReport.recommendation", _recommended, ("bound",), MINUTE),
+    Family("endpoint_ready", "gauge", "endpoint", "",
+           "1 when the endpoint is ready and its served entities are deployed.",
+           "EndpointInfo.serving", lambda r: (((), float(r.info.serving)),), datadog=POLL),
+    # Only labels that change with the configuration; state lives in model_serving_endpoint_ready.
+    Family("endpoint", "info", "endpoint", "", "Endpoint configuration.", "EndpointInfo", _endpoint_info, (), POLL,
+           ("platform", "endpoint_id", "workload_type", "route_optimized", "scale_to_zero", "task", "kind")),
+    Family("served_entity", "info", "endpoint", "", "Served entity configuration.", "ServedEntity", _entity_info,
+           ("served_entity",), POLL, ("platform", "entity_name", "entity_version", "workload_type", "workload_size",
+                                      "deployment_state", "kind")),
+    # Counters synthesised from the per-minute counts (Datadog: the per-minute counts themselves).
+    Family("requests", "counter", "series", "requests",
+           "Requests, accumulated by the exporter from the per-minute counts (resets when the exporter restarts).",
+           "Counters.requests", lambda row: (((), row.counters.requests),), datadog=MINUTE),
+    Family("request_errors", "counter", "series", "requests",
+           "Requests answered 4xx/5xx, accumulated from the per-minute counts.",
+           "Counters.errors_4xx, errors_5xx", _error_counts, ("class",), MINUTE),
+    Family("request_duration_seconds", "histogram", "series", "seconds",
+           "Request latency, accumulated from the per-minute histograms.",
+           "Counters.duration", lambda row: (((), row.counters.duration),), datadog=MINUTE),
+    # The exporter's view of each endpoint.
+    Family("exporter_up", "gauge", "endpoint", "", "1 when the last metrics fetch for the endpoint succeeded.",
+           "PollStatus.up", lambda r: (((), 1.0 if r.status.up else 0.0),), datadog=POLL),
+    Family("exporter_last_success_timestamp_seconds", "gauge", "endpoint", "timestamp",
+           "Time of the last successful metrics fetch for the endpoint.",
+           "PollStatus.last_success_s", lambda r: (((), r.status.last_success_s),), datadog=POLL),
+    Family("exporter_fetch_duration_seconds", "gauge", "endpoint", "seconds", "Duration of the endpoint's last metrics fetch.",
+           "PollStatus.duration_s", lambda r: (((), r.status.duration_s),), datadog=POLL),
+    # The exporter itself.
+    Family("exporter_build", "info", "exporter", "", "Version of serving-exporter.", "the package version",
+           _build, info_labels=("version", "python_version")),
+    Family("exporter_poll_duration_seconds", "gauge", "exporter", "seconds",
+           "Duration of the last complete poll of the workspace.",
+           "Snapshot.poll_duration_s", lambda s: (((), s.poll_duration_s),), datadog=POLL),
+    Family("exporter_last_poll_timestamp_seconds", "gauge", "exporter", "timestamp", "Time the last poll completed.",
+           "Snapshot.completed_at_s", lambda s: (((), s.completed_at_s),), datadog=POLL),
+    Family("exporter_polls", "counter", "exporter", "", "Polls of the workspace by result.",
+           "Snapshot.polls", _polls, ("result",), POLL),
+    Family("exporter_fetch_errors", "counter", "exporter", "errors",
+           "Failures by endpoint, call (detail, metrics) and reason (HTTP status class, timeout, parse_error, deadline, ...).",
+           "Snapshot.fetch_errors", _fetch_errors, (ENDPOINT_LABEL, "call", "reason"), Datadog("poll", skip_zero=True)),
+    Family("exporter_shard", "info", "exporter", "",
+           "This replica's share of the endpoints (shard_index of shard_count).", "Snapshot.shard",
+           lambda s: (((), {"shard_index": str(s.shard[0]), "shard_count": str(s.shard[1])}),),
+           info_labels=("shard_index", "shard_count")),
+    Family("exporter_endpoints", "gauge", "exporter", "",
+           "Endpoints found in the workspace (discovered) and polled by this replica after filtering and sharding (selected).",
+           "Snapshot.discovered, len(Snapshot.endpoints)",
+           lambda s: ((("discovered",), float(s.discovered)), (("selected",), float(len(s.endpoints)))), ("state",), POLL),
+    Family("exporter_render_errors", "gauge", "exporter", "",
+           "Endpoints that failed to render in this scrape (a bug; see the log).",
+           "counted by the Prometheus collector during the scrape", _not_from_snapshot),
+)
+
+BY_NAME = {f.name: f for f in FAMILIES}
+
+
+def of_scope(scope: str) -> tuple[Family, ...]:
+    return tuple(f for f in FAMILIES if f.scope == scope)
+
+
+def samples(family: Family, subject: Any) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """The family's samples for one subject, without the absent (None) ones."""
+    for labels, value in family.read(subject):
+        if value is not None:
+            yield labels, value
+
+
+# -- docs -----------------------------------------------------------------------------------------
+
+_TYPE_SUFFIX = {"counter": "_total", "info": "_info", "histogram": "_bucket/_sum/_count", "gauge": ""}
+
+
+def markdown_table() -> str:
+    """The family table of docs/metrics.md."""
+    lines = ["| family | type | unit | labels | what it is | read from |", "|---|---|---|---|---|---|"]
+    for f in FAMILIES:
+        name = f"`{f.prometheus_name}{_TYPE_SUFFIX[f.type]}`"
+        labels = ", ".join(f"`{n}`" for n in f.label_names + f.info_labels) or "—"
+        lines.append(f"| {name} | {f.type} | {f.unit.replace('_', ' ') or '—'} | {labels} | {f.help} | {f.reads} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown_table())

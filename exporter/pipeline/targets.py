@@ -1,0 +1,60 @@
+"""Production targets per check, globally and per endpoint. A check is breached when its value exceeds its
+target; the defaults come from the serving guide."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import Field
+
+from ..model import EndpointInfo
+from ..strict import Strict, patch_of
+from .selection import Selector
+
+# Target key -> check name. The check names are the `check` label values; None as a target disables a check.
+TARGET_CHECKS = {
+    "latency_p50_seconds": "latency_p50",
+    "latency_p90_seconds": "latency_p90",
+    "latency_p99_seconds": "latency_p99",
+    "error_ratio": "error_ratio",
+    "queue_depth": "queue_depth",
+    "cpu_utilization_ratio": "cpu_utilization",
+    "memory_utilization_ratio": "memory_utilization",
+    "gpu_utilization_ratio": "gpu_utilization",
+}
+CHECKS = tuple(TARGET_CHECKS.values())
+
+
+class Targets(Strict):
+    """Production targets; a value is breached when exceeded. Defaults from the serving guide."""
+
+    latency_p50_seconds: float | None = Field(0.1, ge=0)
+    latency_p90_seconds: float | None = Field(0.25, ge=0)
+    latency_p99_seconds: float | None = Field(0.5, ge=0)
+    error_ratio: float | None = Field(0.01, ge=0, le=1)
+    queue_depth: float | None = Field(0.0, ge=0)
+    cpu_utilization_ratio: float | None = Field(0.8, ge=0, le=1)
+    memory_utilization_ratio: float | None = Field(0.8, ge=0, le=1)
+    gpu_utilization_ratio: float | None = Field(None, ge=0, le=1)
+
+    def by_check(self) -> dict[str, float | None]:
+        return {TARGET_CHECKS[k]: getattr(self, k) for k in TARGET_CHECKS}
+
+
+TargetPatch = patch_of(Targets, "Only the keys written here override; `null` disables a check for the matched endpoints.",
+                       nullable=True)
+
+
+class TargetOverride(Strict):
+    match: Selector
+    targets: TargetPatch  # type: ignore[valid-type]
+
+
+def targets_for(targets: Targets, overrides: Sequence[TargetOverride], info: EndpointInfo) -> dict[str, float | None]:
+    """Check name -> target for one endpoint: the global targets, then every matching override in order."""
+    merged = targets.by_check()
+    for override in overrides:
+        if override.match.matches(info):
+            for key in override.targets.model_fields_set:
+                merged[TARGET_CHECKS[key]] = getattr(override.targets, key)
+    return merged

@@ -1,0 +1,121 @@
+"""Databricks serving-endpoint JSON (list and detail) → EndpointInfo, defensively.
+
+Fields the platform adds or omits never fail a poll: a missing or mistyped field is
+unknown (None), never an error. Databricks' own words (workload types and sizes,
+readiness and deployment states) are kept for display and turned here, and only here,
+into the neutral fields the pipeline decides on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...model import EndpointInfo, ServedEntity
+
+PLATFORM = "databricks"
+
+# Provisioned concurrency of the legacy workload sizes (upper end of each range: Small 4, Medium 8-16,
+# Large 16-64), for entities configured by size rather than by min/max provisioned concurrency.
+WORKLOAD_SIZE_CONCURRENCY = {"Small": 4, "Medium": 16, "Large": 64}
+CPU_WORKLOAD_TYPES = ("CPU", "CPU_MEDIUM", "CPU_LARGE")
+# GPU_SMALL, GPU_MEDIUM, GPU_LARGE, GPU_XLARGE, GPU_XLARGE_8, MULTIGPU_MEDIUM, and any newer GPU type.
+GPU_MARKER = "GPU"
+
+READY = "READY"
+FAILED_UPDATES = ("UPDATE_FAILED", "UPDATE_CANCELED")
+DEPLOYMENT_READY = "DEPLOYMENT_READY"
+FAILED_DEPLOYMENTS = ("DEPLOYMENT_FAILED", "DEPLOYMENT_ABORTED")
+
+
+def endpoint_from_json(data: dict[str, Any], detailed: bool = False) -> EndpointInfo:
+    """An endpoint object of `GET /api/2.0/serving-endpoints` (detailed=False) or of the detail call."""
+    state = _dict(data.get("state"))
+    config = _dict(data.get("config"))
+    routes = {}
+    for route in _list(_dict(config.get("traffic_config")).get("routes")):
+        if isinstance(route, dict):
+            key = route.get("served_entity_name") or route.get("served_model_name")
+            if key:
+                routes[str(key)] = _float(route.get("traffic_percentage"))
+    entities = _list(config.get("served_entities")) or _list(config.get("served_models"))
+    ready = _str(state.get("ready"))
+    config_update = _str(state.get("config_update"))
+    return EndpointInfo(
+        name=str(data["name"]),
+        platform=PLATFORM,
+        id=_str(data.get("id")),
+        ready=None if ready is None else ready == READY,
+        state=ready,
+        config_update=config_update,
+        update_failed=config_update in FAILED_UPDATES,
+        tags={str(t["key"]): str(t.get("value", "")) for t in _list(data.get("tags")) if isinstance(t, dict) and "key" in t},
+        task=_str(data.get("task")),
+        last_updated_ms=_int(data.get("last_updated_timestamp")),
+        served_entities=tuple(_entity(e, routes) for e in entities if isinstance(e, dict) and e.get("name")),
+        route_optimized=data.get("route_optimized") is True if detailed else None,
+        detailed=detailed,
+    )
+
+
+def _entity(data: dict[str, Any], routes: dict[str, float | None]) -> ServedEntity:
+    state = _dict(data.get("state"))
+    kind = "external_model" if data.get("external_model") else "foundation_model" if data.get("foundation_model") else "custom"
+    workload_type = _str(data.get("workload_type"))
+    workload_size = _str(data.get("workload_size"))
+    deployment = _str(state.get("deployment"))
+    return ServedEntity(
+        name=str(data["name"]),
+        entity_name=_str(data.get("entity_name") or data.get("model_name")),
+        entity_version=_str(data.get("entity_version") or data.get("model_version")),
+        workload_type=workload_type,
+        workload_size=workload_size,
+        compute=compute_of(workload_type),
+        scale_to_zero_enabled=data.get("scale_to_zero_enabled") if isinstance(data.get("scale_to_zero_enabled"), bool) else None,
+        min_provisioned_concurrency=_int(data.get("min_provisioned_concurrency")),
+        max_provisioned_concurrency=_int(data.get("max_provisioned_concurrency")),
+        sized_capacity=float(WORKLOAD_SIZE_CONCURRENCY[workload_size]) if workload_size in WORKLOAD_SIZE_CONCURRENCY else None,
+        deployment_state=deployment,
+        deployed=None if deployment is None else deployment == DEPLOYMENT_READY,
+        deployment_failed=deployment in FAILED_DEPLOYMENTS,
+        kind=kind,
+        traffic_percentage=routes.get(str(data["name"])),
+    )
+
+
+def compute_of(workload_type: str | None) -> str | None:
+    """cpu or gpu for a workload type; None for an unknown one."""
+    if workload_type is None:
+        return None
+    if workload_type.upper() in CPU_WORKLOAD_TYPES:
+        return "cpu"
+    return "gpu" if GPU_MARKER in workload_type.upper() else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str | None:
+    return str(value) if value is not None and value != "" else None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
