@@ -250,3 +250,52 @@ def test_deadline_failures_are_counted_each_poll():
     snap = poller.poll()
     assert snap.fetch_errors[("c", "metrics", "deadline")] == 2
     source.block["c"].set()
+
+
+def test_an_endpoint_whose_first_fetch_hangs_is_published_down_at_the_deadline():
+    """Every selected endpoint has its success series from the first snapshot on (blackbox's probe_success):
+    one whose first fetch hangs is down with reason deadline, not missing until its request times out."""
+    source = FakeSource()
+    source.block["c"] = threading.Event()
+    _, poller, _ = make(source, poll_interval_seconds=60, poll_deadline_seconds=0.3)
+    try:
+        snap = poller.poll()
+        assert [r.info.name for r in snap.endpoints] == ["a", "b", "c"]
+        c = report(snap, "c")
+        assert not c.status.up and c.status.last_success_s is None
+        assert c.status.last_error == "deadline: still fetching after 0.3s"
+        assert c.endpoint.figures.minutes == 0 and c.hints == () and c.recommendation is None
+        assert snap.fetch_errors[("c", "metrics", "deadline")] == 1
+        registry = CollectorRegistry()
+        registry.register(ServingCollector(lambda: poller.snapshot))
+        assert registry.get_sample_value("model_serving_exporter_up", {"serving_endpoint": "c"}) == 0
+        assert registry.get_sample_value("model_serving_exporter_last_success_timestamp_seconds",
+                                         {"serving_endpoint": "c"}) is None  # the never_fetched case of MetricsStale
+        assert registry.get_sample_value("model_serving_target", {"serving_endpoint": "c", "check": "error_ratio"}) == 0.01
+        assert registry.get_sample_value("model_serving_exporter_up", {"serving_endpoint": "a"}) == 1
+    finally:
+        source.block["c"].set()
+    deadline = time.monotonic() + 5
+    while poller.states["c"].busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert report(poller.poll(), "c").status.up
+
+
+def test_a_listing_reaches_a_busy_endpoint_only_when_its_worker_starts_again():
+    """The scheduler never rewrites the state a hung worker owns: the new listing waits for the next worker."""
+    source = FakeSource()
+    _, poller, _ = make(source, poll_interval_seconds=60, poll_deadline_seconds=0.2, detail_refresh_seconds=3600)
+    poller.poll()
+    source.block["c"] = threading.Event()
+    poller.poll()  # c's worker now hangs in its fetch
+    before = poller.states["c"].info
+    source.infos["c"] = EndpointInfo(name="c", ready=True, last_updated_ms=1, tags={"team": "search"})
+    snap = poller.poll()  # the scheduler lists the new tags while c's worker still runs
+    assert poller.states["c"].info is before and report(snap, "c").info.tags == {}
+    source.block["c"].set()
+    deadline = time.monotonic() + 5
+    while poller.states["c"].busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    snap = poller.poll()
+    assert report(snap, "c").info.tags == {"team": "search"}
+    assert report(snap, "c").info.detailed  # the detail the worker read is kept; the list brought the tags

@@ -311,7 +311,7 @@ def _gpu_recommended(c: Context) -> str | None:
     entities = c.info.served_entities
     if not entities or any(e.compute != "cpu" for e in entities):
         return None
-    types = {e.workload_type or "CPU" for e in entities}
+    types = {e.workload_type or e.compute or "" for e in entities}
     slow = c.breached("latency_p50", "latency_p90", "latency_p99")
     cpu_target = c.targets.get("cpu_utilization") or 0.8
     if not slow or (c.figures.cpu_ratio or 0) < cpu_target or c.breached("queue_depth"):
