@@ -208,6 +208,11 @@ def test_live_exposition_passes_promtool(stack: Stack, tmp_path):
     text = requests.get(f"{stack.daemon.url}/metrics", timeout=5).text
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), result.stdout + result.stderr
+    # The Prometheus Operator puts `endpoint` on every target: no series of ours may carry it.
+    samples = [s for f in text_string_to_metric_families(text) if f.name.startswith("model_serving_") for s in f.samples]
+    assert [s.name for s in samples if "endpoint" in s.labels] == []
+    assert {s.labels.get("serving_endpoint") for s in samples if s.name == "model_serving_exporter_up"} >= {"fraud-scorer"}
+    assert {s.labels["platform"] for s in samples if s.name == "model_serving_endpoint_info"} == {"databricks"}
 
 
 def test_demo_command_serves_and_stops_cleanly_on_sigterm(tmp_path):

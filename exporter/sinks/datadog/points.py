@@ -50,8 +50,7 @@ class MetricDef:
     type: int  # GAUGE or COUNT
     unit: str | None  # a Datadog unit, sent as the `unit` of every series
     per_unit: str | None  # settable only through the v1 metric metadata API (documented, not sent)
-    description: str
-    family: Family
+    family: Family  # its help, labels and clock
 
 
 def _metric_defs() -> dict[str, MetricDef]:
@@ -62,11 +61,11 @@ def _metric_defs() -> dict[str, MetricDef]:
         unit, per_unit = UNITS.get(f.unit), PER_UNITS.get(f.unit)
         if f.type == "histogram":
             for part in HISTOGRAM_PARTS:
-                defs[f"{f.name}.{part}"] = MetricDef(COUNT, unit if part == "sum" else "request", None, f.help, f)
+                defs[f"{f.name}.{part}"] = MetricDef(COUNT, unit if part == "sum" else "request", None, f)
         elif f.type == "info":  # as in Prometheus: a gauge of 1 named <family>_info, tagged with the configuration
-            defs[f"{f.name}_info"] = MetricDef(GAUGE, None, None, f.help, f)
+            defs[f"{f.name}_info"] = MetricDef(GAUGE, None, None, f)
         else:
-            defs[f.name] = MetricDef(COUNT if f.type == "counter" else GAUGE, unit, per_unit, f.help, f)
+            defs[f.name] = MetricDef(COUNT if f.type == "counter" else GAUGE, unit, per_unit, f)
     return defs
 
 

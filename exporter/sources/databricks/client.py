@@ -9,10 +9,12 @@ retries 429/503 honouring Retry-After.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
 import requests
+import urllib3
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.config import Config
 from databricks.sdk.errors import DatabricksError
@@ -42,8 +44,8 @@ def client_factory(timeout_s: float, retry_budget_s: float, pool_size: int,
 
 def fetch_error(exc: BaseException, path: str) -> FetchError:
     """A bounded reason and a message built from the status/error code only (no headers, no tokens)."""
-    if isinstance(exc, (TimeoutError, RuntimeError)) and isinstance(exc.__cause__, DatabricksError):
-        # The SDK gave up retrying (429/503 past the retry budget): report what the server said.
+    if isinstance(exc, (TimeoutError, RuntimeError)) and isinstance(exc.__cause__, (DatabricksError, requests.RequestException)):
+        # The SDK gave up retrying (429/503 or a refused connection past the retry budget): report the last failure.
         error = fetch_error(exc.__cause__, path)
         return FetchError(error.reason, f"{error} (retries exhausted)")
     if isinstance(exc, DatabricksError):
@@ -53,11 +55,32 @@ def fetch_error(exc: BaseException, path: str) -> FetchError:
         reason = _snake(status_class.__name__)
         code = getattr(exc, "error_code", None) or ""
         return FetchError(reason, f"GET {path}: {type(exc).__name__} {code}".strip())
-    if isinstance(exc, (requests.Timeout, TimeoutError)):
+    if isinstance(exc, (requests.Timeout, TimeoutError)) or is_read_timeout(exc):
         return FetchError("timeout", f"GET {path}: timed out")
     if isinstance(exc, requests.ConnectionError):
         return FetchError("connection", f"GET {path}: connection failed")
     return FetchError("bad_response", f"GET {path}: {type(exc).__name__}")
+
+
+def is_read_timeout(exc: BaseException) -> bool:
+    """requests reports a read timeout while streaming a body as a ConnectionError around urllib3's error."""
+    return isinstance(exc, requests.ConnectionError) and any(
+        isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
+
+
+# What may carry a credential in an error text: `token=...`, `"client_secret": "..."`, `Bearer ...`, a PAT.
+_SECRET_FIELD = re.compile(r"""(?i)((?:access_|refresh_|id_)?token|secret|password|authorization|api[_-]?key)(["']?\s*[:=]\s*["']?)[^\s"',;}&]+""")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+_PAT = re.compile(r"\bdapi[0-9a-f]{16,}\b")
+
+
+def redact(text: str, limit: int = 300) -> str:
+    """An error text fit for logs and labels: credential-looking values masked, at most `limit` characters.
+    The SDK masks its own configuration errors; this covers the rest (a token server's raw answer, ...)."""
+    text = _SECRET_FIELD.sub(lambda m: m.group(1) + m.group(2) + "***", text)
+    text = _BEARER.sub(lambda m: m.group(1) + " ***", text)
+    text = _PAT.sub("***", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _snake(name: str) -> str:

@@ -8,6 +8,7 @@ into the neutral fields the pipeline decides on.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ...model import EndpointInfo, ServedEntity
@@ -38,8 +39,8 @@ def endpoint_from_json(data: dict[str, Any], detailed: bool = False) -> Endpoint
             if key:
                 routes[str(key)] = _float(route.get("traffic_percentage"))
     entities = _list(config.get("served_entities")) or _list(config.get("served_models"))
-    ready = _str(state.get("ready"))
-    config_update = _str(state.get("config_update"))
+    ready = _word(state.get("ready"))
+    config_update = _word(state.get("config_update"))
     return EndpointInfo(
         name=str(data["name"]),
         platform=PLATFORM,
@@ -48,7 +49,7 @@ def endpoint_from_json(data: dict[str, Any], detailed: bool = False) -> Endpoint
         state=ready,
         config_update=config_update,
         update_failed=config_update in FAILED_UPDATES,
-        tags={str(t["key"]): str(t.get("value", "")) for t in _list(data.get("tags")) if isinstance(t, dict) and "key" in t},
+        tags={str(t["key"]): _str(t.get("value")) or "" for t in _list(data.get("tags")) if isinstance(t, dict) and "key" in t},
         task=_str(data.get("task")),
         last_updated_ms=_int(data.get("last_updated_timestamp")),
         served_entities=tuple(_entity(e, routes) for e in entities if isinstance(e, dict) and e.get("name")),
@@ -60,9 +61,9 @@ def endpoint_from_json(data: dict[str, Any], detailed: bool = False) -> Endpoint
 def _entity(data: dict[str, Any], routes: dict[str, float | None]) -> ServedEntity:
     state = _dict(data.get("state"))
     kind = "external_model" if data.get("external_model") else "foundation_model" if data.get("foundation_model") else "custom"
-    workload_type = _str(data.get("workload_type"))
-    workload_size = _str(data.get("workload_size"))
-    deployment = _str(state.get("deployment"))
+    workload_type = _word(data.get("workload_type"))
+    workload_size = _word(data.get("workload_size"))
+    deployment = _word(state.get("deployment"))
     return ServedEntity(
         name=str(data["name"]),
         entity_name=_str(data.get("entity_name") or data.get("model_name")),
@@ -99,23 +100,36 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def _word(value: Any) -> str | None:
+    """One of the platform's words (a state, a workload type): only a non-empty string, else unknown."""
+    return value if isinstance(value, str) and value else None
+
+
 def _str(value: Any) -> str | None:
-    return str(value) if value is not None and value != "" else None
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError, OverflowError):
-        return None
+    """A name, id or version: a non-empty string, or a number written as one; anything else is unknown."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def _float(value: Any) -> float | None:
-    if isinstance(value, bool):
+    """A finite number, from a JSON number or a numeric string; anything else is unknown."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
     try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _int(value: Any) -> int | None:
+    """An integer from a JSON number (a fraction truncated) or an integer string; anything else is unknown."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        return int(value)
+    except (ValueError, OverflowError):  # "12.5", "abc", inf, nan
         return None

@@ -20,7 +20,7 @@ from databricks.sdk.errors import DatabricksError, Unauthenticated
 
 from ...model import EndpointInfo
 from ..base import FetchError, Observation
-from .client import fetch_error, host_label
+from .client import fetch_error, host_label, is_read_timeout, redact
 from .endpoints import PLATFORM, endpoint_from_json
 from .metrics import observe
 
@@ -55,7 +55,9 @@ class DatabricksSource:
         data = self._call("GET", API)
         if not isinstance(data, dict):  # never read a malformed answer as an empty workspace
             raise FetchError("bad_response", "endpoint list response is not a JSON object")
-        items = data.get("endpoints") or []
+        items = data.get("endpoints")
+        if items is None:  # an empty workspace omits the key
+            return []
         if not isinstance(items, list):
             raise FetchError("bad_response", f"endpoint list response: 'endpoints' is a {type(items).__name__}, not a list")
         return [endpoint_from_json(item) for item in items if isinstance(item, dict) and item.get("name")]
@@ -78,7 +80,8 @@ class DatabricksSource:
         try:
             body = stream.read(self._max_body + 1)
         except requests.RequestException as exc:
-            raise FetchError("timeout" if isinstance(exc, requests.Timeout) else "connection",
+            timeout = isinstance(exc, requests.Timeout) or is_read_timeout(exc)
+            raise FetchError("timeout" if timeout else "connection",
                              f"reading metrics of {name!r}: {type(exc).__name__}") from None
         finally:
             stream.close()
@@ -98,7 +101,8 @@ class DatabricksSource:
                     raise fetch_error(exc, path) from None
                 log.info("got 401 from %s; re-authenticating once", path)
                 self._reauthenticate(generation)
-            except (DatabricksError, requests.RequestException, TimeoutError, RuntimeError, ValueError) as exc:
+            except (DatabricksError, requests.RequestException, TimeoutError, RuntimeError, ValueError, TypeError) as exc:
+                # TypeError: the SDK's do() fails on a JSON scalar body (e.g. `"x"`) instead of returning it.
                 raise fetch_error(exc, path) from None
         raise AssertionError("unreachable")
 
@@ -118,6 +122,6 @@ class DatabricksSource:
         try:
             client = self._factory()
         except Exception as exc:  # the SDK raises ValueError for missing or rejected credentials; it masks secrets
-            raise FetchError("auth", f"cannot authenticate to Databricks: {exc}") from None
+            raise FetchError("auth", f"cannot authenticate to Databricks: {redact(str(exc))}") from None
         self.workspace = host_label(client.config.host)
         return client
