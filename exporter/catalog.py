@@ -180,7 +180,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("gpu_memory_utilization_ratio", "gauge", "series", "ratio", "Average GPU memory utilisation, 0-1.",
            "Figures.gpu_memory_ratio", _figure("gpu_memory_ratio"), datadog=MINUTE),
     Family("provisioned_concurrency", "gauge", "series", "requests",
-           "Provisioned concurrency now (platform gauge, else the configured maximum).",
+           "Provisioned concurrency now (the platform's gauge, else the configured capacity: the served entities' maximum provisioned concurrency or what their size implies).",
            "Figures.provisioned_concurrency", _figure("provisioned_concurrency"), datadog=MINUTE),
     Family("required_concurrency", "gauge", "series", "requests",
            "Concurrency the load needs: QPS x mean latency (Little's law).",

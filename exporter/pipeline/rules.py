@@ -605,7 +605,7 @@ def markdown() -> str:
         f"its condition held for `remediation.fire_after_polls` ({remediation.fire_after_polls}) consecutive polls with new data",
         f"(`sustained_polls`, {remediation.sustained_polls}, for cost hints) and clears after `clear_after_polls`",
         f"({remediation.clear_after_polls}) polls without it. Missing data never fires a rule; stale data changes nothing.",
-        "Hints appear in `/api/v1/endpoints` (`hints`), as `model_serving_remediation{endpoint,rule,severity} 1`, and in",
+        "Hints appear in `/api/v1/endpoints` (`hints`), as `model_serving_remediation{serving_endpoint,rule,severity} 1`, and in",
         "`serving-exporter recommend`. Disable rules with `remediation.disabled` or per endpoint in `remediation.overrides`.",
         "",
         "| rule | severity | summary |",

@@ -2,7 +2,7 @@
 events through the v1 events API, delivered by a background thread that survives intake outages.
 
 * `offer(snapshot)` only appends to a short hand-off queue: polling and /metrics never wait for Datadog.
-* The sender thread translates each snapshot (datadog_points.py), appends the points to a bounded
+* The sender thread translates each snapshot (points.py), appends the points to a bounded
   buffer (oldest dropped when full), and delivers the buffer oldest first in gzip-compressed batches
   within the documented payload limits, one request at a time.
 * A timeout, a connection error, 408, 429 or 5xx leaves the batch in the buffer and retries it after
