@@ -11,8 +11,8 @@ demo: $(VENV)/.installed  ## run the demo workspace and the exporter (http://127
 test: $(VENV)/.installed  ## run the whole test suite
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.installed  ## poll duration for 1,000 simulated endpoints, with a sequential baseline
-	$(BIN)/python bench/poll_bench.py
+bench: $(VENV)/.installed  ## side by side: exporter poll vs a naive loop and a real Prometheus, /metrics scrape, RSS (needs prometheus)
+	$(BIN)/python bench/bench.py
 
 generate: $(VENV)/.installed  ## regenerate every derived file (tests fail when one is stale)
 	$(BIN)/python docs/generate.py

@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 def _source(settings: Settings, **auth: object) -> DatabricksSource:
     factory = client_factory(settings.request_timeout_seconds, settings.retry_budget_seconds,
                              settings.max_concurrent_requests, **auth)
-    return DatabricksSource(factory, max_entities=settings.max_served_entities)
+    return DatabricksSource(factory, timeout_s=settings.request_timeout_seconds,
+                            retry_budget_s=settings.retry_budget_seconds, pool_size=settings.max_concurrent_requests,
+                            max_entities=settings.max_served_entities)
 
 
 def _poll_once(settings: Settings) -> Snapshot | None:

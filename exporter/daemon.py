@@ -17,7 +17,7 @@ from .config import Settings, parse_listen
 from .pipeline.poller import Poller
 from .sinks import SnapshotSink
 from .sinks.http import HttpServer, make_app
-from .sinks.prometheus import ServingCollector
+from .sinks.prometheus import Exposition
 from .sources import Source
 
 log = logging.getLogger(__name__)
@@ -30,17 +30,18 @@ class Daemon:
                  minute_clock: Callable[[], float] | None = None, sinks: Sequence[SnapshotSink] = ()):
         self.settings = settings
         self.poller = Poller(source, settings, clock=clock, minute_clock=minute_clock)
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(ServingCollector(self.snapshot))
+        # What changes between polls is rendered at each scrape; the snapshot once per poll (Exposition).
+        self.live = CollectorRegistry(auto_describe=False)
         # Push sinks (Datadog) get every new snapshot; their self-metrics are on /metrics.
         self.sinks = tuple(sinks)
         for sink in self.sinks:
-            self.registry.register(sink.collector())
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
+            self.live.register(sink.collector())
+        ProcessCollector(registry=self.live)
+        PlatformCollector(registry=self.live)
+        GCCollector(registry=self.live)
+        self.exposition = Exposition(self.snapshot, self.live)
         host, port = parse_listen(settings.listen)
-        self.http = HttpServer(make_app(self.registry, self.snapshot), host, port)
+        self.http = HttpServer(make_app(self.exposition, self.snapshot), host, port)
         # One poll at a time; a poll that overruns makes the next one start late, never twice.
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         self.scheduler.add_job(self._poll, "interval", seconds=settings.poll_interval_seconds, id="poll",
@@ -72,6 +73,10 @@ class Daemon:
                     sink.offer(snap)
                 except Exception:
                     log.exception("sink %s did not take the snapshot", sink.name)
+            try:  # render now, in the poll thread, so that no scrape waits for it
+                self.exposition.warm()
+            except Exception:
+                log.exception("rendering the exposition failed")
 
     def start(self) -> Daemon:
         for sink in self.sinks:

@@ -269,6 +269,8 @@ class Snapshot:
     poll_duration_s: float | None = None
     polls: dict[str, float] = field(default_factory=dict)  # outcome -> count
     fetch_errors: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (endpoint, call, reason) -> count
+    api_requests: dict[tuple[str, str], float] = field(default_factory=dict)  # (call, outcome) -> count
+    api_retries: dict[str, float] = field(default_factory=dict)  # call -> count
     discovered: int = 0
     workspace: str | None = None
     shard: tuple[int, int] = (0, 1)  # (index, count)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from exporter.model import EndpointInfo
-from exporter.sources import FetchError, Observation
+from exporter.sources import ApiUsage, FetchError, Observation
 from exporter.sources.databricks.endpoints import endpoint_from_json
 from exporter.sources.databricks.metrics import observe
 
@@ -22,16 +22,23 @@ class ReplaySource:
     def __init__(self, path: Path = POLLS):
         self.polls = json.loads(path.read_text())
         self.index = -1
+        self.usage = ApiUsage()
+
+    def close(self) -> None:
+        pass
 
     def list_endpoints(self) -> list[EndpointInfo]:
         self.index += 1  # each list call starts the next recorded poll
+        self.usage.count("list", "2xx")
         return [endpoint_from_json(item) for item in self.polls[self.index]["list"]["endpoints"]]
 
     def describe(self, name: str) -> EndpointInfo:
+        self.usage.count("detail", "2xx")
         return endpoint_from_json(self.polls[self.index]["details"][name], detailed=True)
 
-    def fetch(self, name: str) -> Observation:
+    def fetch(self, name: str, deadline: float | None = None) -> Observation:
         recorded = self.polls[self.index]["metrics"][name]
+        self.usage.count("metrics", ApiUsage.outcome(recorded["status"]))
         if recorded["status"] != 200:
             raise FetchError(f"http_{recorded['status']}", f"GET metrics of {name}: HTTP {recorded['status']}")
         return observe(recorded["body"].encode(), recorded["content_type"])

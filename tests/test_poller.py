@@ -12,7 +12,7 @@ from exporter.sinks.prometheus import ServingCollector
 from exporter.config import load_settings
 from exporter.model import EndpointInfo, ServedEntity
 from exporter.pipeline.poller import Poller
-from exporter.sources import FetchError
+from exporter.sources import ApiUsage, FetchError
 from exporter.sources.databricks.metrics import observe
 
 MINUTE_MS = 60_000
@@ -35,6 +35,7 @@ class FakeSource:
     refresh_seconds = 60.0
 
     def __init__(self, names=("a", "b", "c")):
+        self.usage = ApiUsage()
         self.infos = {n: EndpointInfo(name=n, ready=True, last_updated_ms=1) for n in names}
         self.bodies: dict[str, bytes] = {n: body() for n in names}
         self.failures: dict[str, Exception] = {}
@@ -58,7 +59,10 @@ class FakeSource:
         return EndpointInfo(name=name, ready=True, last_updated_ms=self.infos[name].last_updated_ms, detailed=True,
                             route_optimized=True, served_entities=(entity,), tags=self.infos[name].tags)
 
-    def fetch(self, name):
+    def close(self):
+        pass
+
+    def fetch(self, name, deadline=None):
         with self._lock:
             self.calls.append(("metrics", name))
             self.in_flight += 1

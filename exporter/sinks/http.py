@@ -1,12 +1,14 @@
 """HTTP: /metrics, /healthz, /readyz, /api/v1/endpoints and a small index page.
 
-A threaded WSGI server from the standard library; /metrics is prometheus_client's
-own WSGI app, so content negotiation (OpenMetrics), gzip and `name[]` filtering
-behave exactly as in every other Python exporter.
+A threaded WSGI server from the standard library. /metrics and the JSON API serve
+bytes rendered once per snapshot (sinks/prometheus.py `Exposition`, `JsonDocument`
+here), gzipped when the client accepts it. Content negotiation (OpenMetrics) and
+`name[]` filtering are prometheus_client's, as in every other Python exporter.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import math
@@ -16,12 +18,14 @@ from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from socketserver import ThreadingMixIn
 from typing import Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import gzip_accepted
 
 from .. import __version__
 from ..model import Snapshot
+from .prometheus import GZIP_LEVEL, Exposition
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +80,36 @@ INDEX = """<!doctype html><html><head><title>serving-exporter</title></head><bod
 </body></html>"""
 
 
-def make_app(registry: CollectorRegistry, snapshot: Callable[[], Snapshot]) -> Callable:
-    metrics_app = make_wsgi_app(registry)
+class JsonDocument:
+    """The JSON API's body, serialised (and gzipped) once per snapshot."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]):
+        self._snapshot = snapshot
+        self._lock = threading.Lock()
+        self._cached: tuple[Snapshot, bytes, bytes] | None = None
+
+    def body(self, gzip_ok: bool = False) -> bytes:
+        snap = self._snapshot()
+        with self._lock:
+            if self._cached is None or self._cached[0] is not snap:
+                plain = json.dumps(snapshot_json(snap), indent=1).encode()
+                self._cached = (snap, plain, gzip.compress(plain, GZIP_LEVEL))
+            return self._cached[2] if gzip_ok else self._cached[1]
+
+
+def make_app(exposition: Exposition, snapshot: Callable[[], Snapshot]) -> Callable:
+    document = JsonDocument(snapshot)
 
     def app(environ: dict, start_response: Callable) -> list[bytes]:
         path = environ.get("PATH_INFO", "/")
+        gzip_ok = gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", ""))
         if path == "/metrics":
-            return metrics_app(environ, start_response)
+            names = parse_qs(environ.get("QUERY_STRING", "")).get("name[]")
+            if names:
+                body, content_type = exposition.filtered(names, environ.get("HTTP_ACCEPT"), gzip_ok)
+            else:
+                body, content_type = exposition.body(environ.get("HTTP_ACCEPT"), gzip_ok)
+            return _reply(start_response, "200 OK", body, content_type, gzip_ok)
         if path == "/healthz":
             return _reply(start_response, "200 OK", b"ok\n")
         if path == "/readyz":
@@ -90,8 +117,7 @@ def make_app(registry: CollectorRegistry, snapshot: Callable[[], Snapshot]) -> C
             return _reply(start_response, "200 OK" if ready else "503 Service Unavailable",
                           b"ready\n" if ready else b"waiting for the first poll\n")
         if path == "/api/v1/endpoints":
-            body = json.dumps(snapshot_json(snapshot()), indent=1).encode()
-            return _reply(start_response, "200 OK", body, "application/json")
+            return _reply(start_response, "200 OK", document.body(gzip_ok), "application/json", gzip_ok)
         if path == "/":
             return _reply(start_response, "200 OK", INDEX.format(version=__version__).encode(), "text/html; charset=utf-8")
         return _reply(start_response, "404 Not Found", b"not found\n")
@@ -99,8 +125,12 @@ def make_app(registry: CollectorRegistry, snapshot: Callable[[], Snapshot]) -> C
     return app
 
 
-def _reply(start_response: Callable, status: str, body: bytes, content_type: str = "text/plain; charset=utf-8") -> list[bytes]:
-    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+def _reply(start_response: Callable, status: str, body: bytes, content_type: str = "text/plain; charset=utf-8",
+           gzipped: bool = False) -> list[bytes]:
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    if gzipped:
+        headers += [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
+    start_response(status, headers)
     return [body]
 
 

@@ -1,6 +1,6 @@
 """Where endpoint data comes from. A source lists endpoints, describes one, and fetches its figures as a
 platform-neutral `Observation`; each platform lives in a package of its own (today `databricks/`)."""
 
-from .base import FetchError, MetricsParseError, Observation, Source
+from .base import ApiUsage, FetchError, MetricsParseError, Observation, Source
 
-__all__ = ["FetchError", "MetricsParseError", "Observation", "Source"]
+__all__ = ["ApiUsage", "FetchError", "MetricsParseError", "Observation", "Source"]

@@ -8,6 +8,8 @@ downstream of a source knows a platform's metric names, units or label names.
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -47,13 +49,49 @@ class MetricsParseError(FetchError):
         super().__init__("parse_error", message)
 
 
+class ApiUsage:
+    """The calls a source makes to its platform, by call (list, detail, metrics, token) and outcome, and
+    its retries: what the exporter costs the platform's API rate limits. Thread-safe; counts only grow."""
+
+    OUTCOMES = ("2xx", "3xx", "429", "4xx", "5xx", "timeout", "connection")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: Counter[tuple[str, str]] = Counter()
+        self._retries: Counter[str] = Counter()
+
+    @staticmethod
+    def outcome(status: int) -> str:
+        return "429" if status == 429 else f"{status // 100}xx" if 200 <= status < 600 else "connection"
+
+    def count(self, call: str, outcome: str) -> None:
+        with self._lock:
+            self._calls[(call, outcome)] += 1
+
+    def retry(self, call: str) -> None:
+        with self._lock:
+            self._retries[call] += 1
+
+    def totals(self) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
+        """(calls by (call, outcome), retries by call), copied."""
+        with self._lock:
+            return dict(self._calls), dict(self._retries)
+
+
 class Source(Protocol):
     platform: str  # the `platform` label of the endpoints it lists
     workspace: str | None  # where it reads from (a workspace host), once known
     refresh_seconds: float  # how often the platform publishes new figures
+    usage: ApiUsage  # its calls to the platform
 
     def list_endpoints(self) -> list[EndpointInfo]: ...
 
     def describe(self, name: str) -> EndpointInfo: ...
 
-    def fetch(self, name: str) -> Observation: ...
+    def fetch(self, name: str, deadline: float | None = None) -> Observation:
+        """`deadline`: time.monotonic() past which the fetch must not go on (retries included)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and threads; the source is not used after."""
+        ...

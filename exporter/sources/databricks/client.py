@@ -8,6 +8,7 @@ retries 429/503 honouring Retry-After.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import urllib3
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.config import Config
 from databricks.sdk.errors import DatabricksError
+from databricks.sdk.errors.platform import STATUS_CODE_MAPPING
 
 from ..base import FetchError
 
@@ -60,6 +62,27 @@ def fetch_error(exc: BaseException, path: str) -> FetchError:
     if isinstance(exc, requests.ConnectionError):
         return FetchError("connection", f"GET {path}: connection failed")
     return FetchError("bad_response", f"GET {path}: {type(exc).__name__}")
+
+
+def status_error(status: int, body: bytes, path: str) -> FetchError:
+    """A non-2xx answer of the metrics hot path, with the same reason the SDK's error class would give."""
+    code = ""
+    try:
+        data = json.loads(body[:4096]) if body[:1] == b"{" else None
+        if isinstance(data, dict) and isinstance(data.get("error_code"), str):
+            code = data["error_code"][:80]
+    except ValueError:
+        pass
+    error_class = STATUS_CODE_MAPPING.get(status, DatabricksError)
+    retried = " (retries exhausted)" if status in (429, 503) else ""
+    return FetchError(_snake(error_class.__name__), f"GET {path}: {error_class.__name__} {code}".strip() + retried)
+
+
+def on_each_response(client: WorkspaceClient, hook: Callable[[requests.Response], None]) -> None:
+    """Call `hook` with every HTTP response the SDK's session receives, its own retries included."""
+    session = getattr(getattr(client.api_client, "_api_client", None), "_session", None)
+    if isinstance(session, requests.Session):
+        session.hooks["response"].append(lambda resp, *args, **kwargs: hook(resp))
 
 
 def is_read_timeout(exc: BaseException) -> bool:

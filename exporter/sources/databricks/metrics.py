@@ -17,12 +17,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from prometheus_client.openmetrics import parser as om_parser
-from prometheus_client import parser as text_parser
-from prometheus_client.samples import Sample
-
 from ...model import Histogram, MinuteFigures
 from ..base import MetricsParseError, Observation
+from ..exposition import Sample, samples
 
 # Label names that may carry the served entity; none is confirmed by the vendor.
 ENTITY_LABELS = ("served_entity", "served_entity_name", "served_model", "served_model_name", "entity_name")
@@ -73,31 +70,10 @@ def parse_metrics(body: str | bytes, content_type: str = "", max_entities: int =
         except UnicodeDecodeError as exc:
             raise MetricsParseError(f"body is not UTF-8 text: {exc}") from None
     openmetrics = "openmetrics" in content_type.lower() or body.rstrip().endswith("# EOF")
-    samples = _samples(body, openmetrics)
-    return _assemble(samples, openmetrics, max_entities)
+    return _assemble(samples(body, openmetrics), openmetrics, max_entities)
 
 
-def _samples(body: str, openmetrics: bool) -> list[Sample]:
-    """Parse with the format's own parser, falling back to the other for mislabelled bodies."""
-    parsers = (om_parser.text_string_to_metric_families, text_parser.text_string_to_metric_families)
-    if not openmetrics:
-        parsers = parsers[::-1]
-    errors = []
-    for parse in parsers:
-        try:
-            samples = [s for family in parse(body) for s in family.samples]
-        except Exception as exc:  # the parsers raise ValueError, KeyError, IndexError, ...
-            # Only the error's type: its text quotes the body, which might echo request headers.
-            errors.append(type(exc).__name__)
-            continue
-        if samples or not body.strip() or body.strip() == "# EOF":
-            return samples
-        errors.append("no samples")
-    raise MetricsParseError(f"not a Prometheus/OpenMetrics exposition ({len(body)} characters; parsers: {', '.join(errors)})")
-
-
-def _timestamp_ms(sample: Sample) -> int | None:
-    ts = sample.timestamp
+def _timestamp_ms(ts: object) -> int | None:
     if ts is None:
         return None
     seconds = float(ts.sec + ts.nsec / 1e9) if hasattr(ts, "sec") else float(ts)
@@ -182,20 +158,20 @@ def _histogram(buckets: dict[float, float], total: float, count: float | None) -
     return Histogram(bounds, counts, total if not math.isnan(total) else 0.0, count if count is not None else counts[-1])
 
 
-def _assemble(samples: Iterable[Sample], openmetrics: bool, max_entities: int) -> ParsedMetrics:
+def _assemble(found: Iterable[Sample], openmetrics: bool, max_entities: int) -> ParsedMetrics:
     unlabelled = _Accumulator()
     by_entity: dict[str, _Accumulator] = {}
     overflow = _Accumulator()  # entities past the cap: counted for the endpoint, not exposed
     entity_label = None
     newest_ts = None
-    for sample in samples:
-        base, suffix = _split_histogram_name(sample.name)
-        if base is None and sample.name not in GAUGE_FIELDS and sample.name not in PERCENT_FIELDS:
+    for name, labels, value, timestamp in found:
+        known = _KNOWN.get(name)
+        if known is None:
             continue  # unknown metric: ignored by design
-        ts = _timestamp_ms(sample)
-        if ts is not None:
-            newest_ts = ts if newest_ts is None else max(newest_ts, ts)
-        label, entity = _entity_of(sample.labels)
+        if timestamp is not None:
+            ts = _timestamp_ms(timestamp)
+            newest_ts = ts if newest_ts is None or ts > newest_ts else newest_ts
+        label, entity = _entity_of(labels) if labels else (None, None)
         if entity is None:
             acc = unlabelled
         else:
@@ -203,10 +179,11 @@ def _assemble(samples: Iterable[Sample], openmetrics: bool, max_entities: int) -
             acc = by_entity.get(entity)
             if acc is None:
                 acc = overflow if len(by_entity) >= max_entities else by_entity.setdefault(entity, _Accumulator())
-        if base is not None:
-            acc.add_histogram(base, suffix, sample.labels.get("le"), sample.value)
+        base, suffix = known
+        if suffix:
+            acc.add_histogram(base, suffix, labels.get("le"), value)
         else:
-            acc.add(sample.name, sample.value)
+            acc.add(name, value)
 
     entities = {name: acc.figures() for name, acc in by_entity.items()}
     endpoint = unlabelled.figures()
@@ -226,10 +203,8 @@ def _fill_missing(primary: MinuteFigures, fallback: MinuteFigures) -> MinuteFigu
     return MinuteFigures(**values)
 
 
-def _split_histogram_name(name: str) -> tuple[str | None, str]:
-    for base in HISTOGRAM_FIELDS:
-        if name.startswith(base):
-            suffix = name[len(base):]
-            if suffix in ("_bucket", "_sum", "_count"):
-                return base, suffix
-    return None, ""
+# Every metric name read, to (histogram base or the name, histogram suffix or ""): one lookup per sample.
+_KNOWN: dict[str, tuple[str, str]] = {
+    **{name: (name, "") for name in (*GAUGE_FIELDS, *PERCENT_FIELDS)},
+    **{base + suffix: (base, suffix) for base in HISTOGRAM_FIELDS for suffix in ("_bucket", "_sum", "_count")},
+}

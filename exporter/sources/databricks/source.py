@@ -1,15 +1,18 @@
 """Databricks Model Serving as a source: the endpoint list and detail, and each endpoint's metrics.
 
-On a 401 the SDK client is rebuilt once, so a revoked or rotated OAuth token is
-replaced immediately. Responses are read as raw JSON and parsed defensively
-(endpoints.py); metrics bodies are read up to a size cap and parsed into the
-pipeline's neutral figures (metrics.py).
+The SDK does configuration and authentication (PAT, OAuth M2M with refresh, profiles)
+and the rare calls, list and detail. The metrics call, one per endpoint per poll, goes
+through the lean client in ../http.py with the SDK's current auth headers. On a 401
+the SDK client is rebuilt once, so a revoked or rotated token is replaced at once.
+Responses are read as raw JSON and parsed defensively (endpoints.py); metrics bodies
+are read up to a size cap and parsed into the pipeline's neutral figures (metrics.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -18,9 +21,11 @@ import requests
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import DatabricksError, Unauthenticated
 
+from ... import __version__
 from ...model import EndpointInfo
-from ..base import FetchError, Observation
-from .client import fetch_error, host_label, is_read_timeout, redact
+from ..base import ApiUsage, FetchError, Observation
+from ..http import HttpClient
+from .client import fetch_error, host_label, on_each_response, redact, status_error
 from .endpoints import PLATFORM, endpoint_from_json
 from .metrics import observe
 
@@ -39,20 +44,34 @@ class DatabricksSource:
     platform = PLATFORM
     refresh_seconds = REFRESH_SECONDS
 
-    def __init__(self, client_factory: Callable[[], WorkspaceClient], max_body_bytes: int = MAX_BODY_BYTES,
+    def __init__(self, client_factory: Callable[[], WorkspaceClient], *, timeout_s: float = 10.0,
+                 retry_budget_s: float = 30.0, pool_size: int = 16, max_body_bytes: int = MAX_BODY_BYTES,
                  max_entities: int = 50):
         self._factory = client_factory
         self._lock = threading.Lock()
         self._client: WorkspaceClient | None = None
         self._generation = 0
+        self._http_client: HttpClient | None = None
+        self._timeout_s = timeout_s
+        self._retry_budget_s = retry_budget_s
+        self._pool_size = pool_size
         self._max_body = max_body_bytes
         self._max_entities = max_entities
+        self._authorization: str | None = None  # the last Authorization header, to see token refreshes
+        self._sdk_call = threading.local()  # which call the SDK is making on this thread, for its responses
+        self.usage = ApiUsage()
         self.workspace: str | None = None
+
+    def close(self) -> None:
+        with self._lock:
+            http, self._http_client = self._http_client, None
+        if http is not None:
+            http.close()
 
     # -- the three calls -------------------------------------------------
 
     def list_endpoints(self) -> list[EndpointInfo]:
-        data = self._call("GET", API)
+        data = self._call("list", "GET", API)
         if not isinstance(data, dict):  # never read a malformed answer as an empty workspace
             raise FetchError("bad_response", "endpoint list response is not a JSON object")
         items = data.get("endpoints")
@@ -63,37 +82,45 @@ class DatabricksSource:
         return [endpoint_from_json(item) for item in items if isinstance(item, dict) and item.get("name")]
 
     def describe(self, name: str) -> EndpointInfo:
-        data = self._call("GET", f"{API}/{quote(name, safe='')}")
+        data = self._call("detail", "GET", f"{API}/{quote(name, safe='')}")
         if not isinstance(data, dict) or not data.get("name"):
             raise FetchError("bad_response", f"endpoint {name!r}: detail response is not an endpoint object")
         return endpoint_from_json(data, detailed=True)
 
-    def fetch(self, name: str) -> Observation:
-        body, content_type = self.read_metrics(name)
+    def fetch(self, name: str, deadline: float | None = None) -> Observation:
+        body, content_type = self.read_metrics(name, deadline)
         return observe(body, content_type, self._max_entities)
 
-    def read_metrics(self, name: str) -> tuple[bytes, str]:
-        """The raw metrics body of one endpoint and its content type, at most `max_body_bytes`."""
-        resp = self._call("GET", f"{API}/{quote(name, safe='')}/metrics", raw=True,
-                          headers={"Accept": "text/plain"}, response_headers=["content-type"])
-        stream = resp["contents"]
-        try:
-            body = stream.read(self._max_body + 1)
-        except requests.RequestException as exc:
-            timeout = isinstance(exc, requests.Timeout) or is_read_timeout(exc)
-            raise FetchError("timeout" if timeout else "connection",
-                             f"reading metrics of {name!r}: {type(exc).__name__}") from None
-        finally:
-            stream.close()
-        if len(body) > self._max_body:
-            raise FetchError("too_large", f"metrics of {name!r} exceed {self._max_body} bytes")
-        return body, resp.get("content-type") or ""
+    def read_metrics(self, name: str, deadline: float | None = None) -> tuple[bytes, str]:
+        """The raw metrics body of one endpoint and its content type, at most `max_body_bytes`.
+        `deadline` (time.monotonic()) bounds the call with its retries; default: the retry budget."""
+        path = f"{API}/{quote(name, safe='')}/metrics"
+        if deadline is None:
+            deadline = time.monotonic() + self._retry_budget_s
+        for attempt in (1, 2):
+            client, generation = self._current()
+            headers = {**self._auth_headers(client), "Accept": "text/plain"}
+            try:
+                resp = self._http().get(f"{(client.config.host or '').rstrip('/')}{path}", headers, call="metrics",
+                                        timeout_s=self._timeout_s, deadline=deadline, max_body=self._max_body)
+            except FetchError as exc:
+                raise FetchError(exc.reason, f"GET {path}: {exc}") from None
+            if resp.status == 401 and attempt == 1:
+                log.info("got 401 from %s; re-authenticating once", path)
+                self._reauthenticate(generation)
+                continue
+            if not 200 <= resp.status < 300:
+                raise status_error(resp.status, resp.body, path)
+            return resp.body, resp.headers.get("Content-Type", "")
+        raise AssertionError("unreachable")
 
     # -- plumbing --------------------------------------------------------
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, call: str, method: str, path: str, **kwargs: Any) -> Any:
+        """A call through the SDK (its retries included); each HTTP answer is counted by `_sdk_response`."""
         for attempt in (1, 2):
             client, generation = self._current()
+            self._sdk_call.name, self._sdk_call.answers = call, 0
             try:
                 return client.api_client.do(method, path, **kwargs)
             except Unauthenticated as exc:
@@ -103,8 +130,46 @@ class DatabricksSource:
                 self._reauthenticate(generation)
             except (DatabricksError, requests.RequestException, TimeoutError, RuntimeError, ValueError, TypeError) as exc:
                 # TypeError: the SDK's do() fails on a JSON scalar body (e.g. `"x"`) instead of returning it.
-                raise fetch_error(exc, path) from None
+                error = fetch_error(exc, path)
+                if error.reason in ("timeout", "connection"):  # no answer to count
+                    self.usage.count(call, error.reason)
+                raise error from None
+            finally:
+                if self._sdk_call.answers > 1:
+                    for _ in range(self._sdk_call.answers - 1):
+                        self.usage.retry(call)
+                self._sdk_call.name = None
         raise AssertionError("unreachable")
+
+    def _sdk_response(self, resp: requests.Response) -> None:
+        call = getattr(self._sdk_call, "name", None)
+        if call is not None:
+            self._sdk_call.answers += 1
+            self.usage.count(call, ApiUsage.outcome(resp.status_code))
+
+    def _auth_headers(self, client: WorkspaceClient) -> dict[str, str]:
+        """The SDK's current auth headers (it refreshes OAuth tokens before they expire). A changed
+        Authorization header is counted as one token call: the SDK makes them outside our view."""
+        try:
+            headers = client.config.authenticate()
+        except Exception as exc:  # the SDK raises ValueError, requests errors, ...; it masks secrets
+            error = fetch_error(exc, "token")
+            self.usage.count("token", error.reason if error.reason in ("timeout", "connection") else "4xx")
+            raise FetchError("auth", f"cannot authenticate to Databricks: {redact(str(exc))}") from None
+        authorization = headers.get("Authorization")
+        if authorization != self._authorization:
+            with self._lock:  # one count per change, however many threads see it
+                if authorization != self._authorization:
+                    if self._authorization is not None or client.config.auth_type != "pat":
+                        self.usage.count("token", "2xx")
+                    self._authorization = authorization
+        return headers
+
+    def _http(self) -> HttpClient:
+        with self._lock:
+            if self._http_client is None:
+                self._http_client = HttpClient(self.usage, self._pool_size, f"serving-exporter/{__version__}")
+            return self._http_client
 
     def _current(self) -> tuple[WorkspaceClient, int]:
         with self._lock:
@@ -124,4 +189,5 @@ class DatabricksSource:
         except Exception as exc:  # the SDK raises ValueError for missing or rejected credentials; it masks secrets
             raise FetchError("auth", f"cannot authenticate to Databricks: {redact(str(exc))}") from None
         self.workspace = host_label(client.config.host)
+        on_each_response(client, self._sdk_response)
         return client
