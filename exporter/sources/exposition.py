@@ -29,7 +29,8 @@ Sample = tuple[str, dict[str, str], Any, Any]
 # character whose handling by the reference (str.strip, whitespace splits) the fast path would mirror.
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-# A label name as the reference accepts it without quotes, not reserved (`__...`, checked apart).
+# A label: a name as the reference accepts it unquoted (reserved `__...` names are checked apart), and a
+# quoted value of printable ASCII with the three escapes the reference decodes.
 _VALUE = r'[\x20\x21\x23-\x5b\x5d-\x7e]*(?:\\[\\n"][\x20\x21\x23-\x5b\x5d-\x7e]*)*'  # "unrolled": no per-character alternation
 _LABEL = rf'[a-zA-Z_][a-zA-Z0-9_]*="{_VALUE}"'
 # Every number float() reads the same way as the reference's int()-then-float(); nothing else.
@@ -119,8 +120,9 @@ def _comment_in_subset(line: str) -> bool:
         return True
     if len(parts) < 4:
         return False
-    # A counter TYPE without `_total` makes the reference rename its samples: leave that to it.
-    return parts[3] in _TYPES or (parts[3] == "counter" and parts[2].endswith("_total"))
+    # A counter TYPE without `_total` makes the reference rename its samples, and one named `_total` leaves
+    # it an empty family name (an error): leave both to it.
+    return parts[3] in _TYPES or (parts[3] == "counter" and parts[2].endswith("_total") and parts[2] != "_total")
 
 
 def _unescape(m: re.Match[str]) -> str:
