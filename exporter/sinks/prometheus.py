@@ -122,18 +122,22 @@ class Exposition:
         return (head_gz + gzip.compress(tail, GZIP_LEVEL) if gzip_ok else head + tail), content_type
 
     def filtered(self, names: list[str], accept: str | None = None, gzip_ok: bool = False) -> tuple[bytes, str]:
-        """Only the families of the given sample names (`name[]`), rendered afresh: a rare debugging query."""
-        snap, live = self._snapshot(), self._live
+        """Only the samples with the given names (`name[]`), rendered afresh: a rare debugging query."""
+        snap, live, wanted = self._snapshot(), self._live, set(names)
 
-        class _Both(Collector):
+        class _Only(Collector):
             def collect(self) -> Iterator[Metric]:
-                yield from ServingCollector(lambda: snap).collect()
-                yield from live.collect()
+                for metric in (*ServingCollector(lambda: snap).collect(), *live.collect()):
+                    kept = [s for s in metric.samples if s.name in wanted]
+                    if kept:
+                        copy = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+                        copy.samples = kept
+                        yield copy
 
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Both())
+        registry.register(_Only())
         encoder, content_type = choose_encoder(accept or "")
-        body = encoder(registry.restricted_registry(names))
+        body = encoder(registry)
         return (gzip.compress(body, GZIP_LEVEL) if gzip_ok else body), content_type
 
     def warm(self) -> None:
