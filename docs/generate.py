@@ -1,5 +1,6 @@
-"""Regenerate the docs that derive from the code: docs/remediation.md (from the rule table) and the
-family tables of docs/metrics.md and docs/datadog.md (from the metric catalog).
+"""Regenerate the docs that derive from the code: docs/remediation.md (from the rule table), the
+family tables of docs/metrics.md and docs/datadog.md (from the metric catalog), and the series cost
+table of docs/metrics.md (counted in the golden exposition of the recorded demo polls).
 
     python docs/generate.py          # rewrite them
     python docs/generate.py --check  # exit 1 if any is stale (tests/test_catalog.py does the same)
@@ -11,16 +12,52 @@ from __future__ import annotations
 
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exporter.catalog import markdown_table  # noqa: E402
+from exporter.catalog import FAMILIES, markdown_table  # noqa: E402
 from exporter.pipeline.rules import markdown  # noqa: E402
 from exporter.sinks.datadog.points import markdown_table as datadog_table  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent
-BLOCKS = {"metrics.md": {"families": markdown_table}, "datadog.md": {"metrics": datadog_table}}
+ROOT = DOCS.parent
+GOLDEN = ROOT / "tests" / "fixtures" / "golden" / "metrics.prom"
+
+
+def series_costs() -> str:
+    """Series per endpoint and per served entity of each family, as the golden exposition has them (the
+    most any recorded endpoint has), and whether the alert rules and Grafana dashboards read the family."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    per_row: dict[tuple[str, bool], Counter[str]] = {}
+    for family in text_string_to_metric_families(GOLDEN.read_text()):
+        for sample in family.samples:
+            endpoint = sample.labels.get("serving_endpoint")
+            if endpoint is not None:
+                key = (family.name, bool(sample.labels.get("served_entity")))
+                per_row.setdefault(key, Counter())[endpoint + "/" + sample.labels.get("served_entity", "")] += 1
+    alerts = "".join(p.read_text() for p in sorted((ROOT / "alerts" / "prometheus").rglob("*.y*ml")))
+    grafana = "".join(p.read_text() for p in sorted((ROOT / "dashboards" / "grafana").rglob("*.json")))
+    lines = ["| family | series per endpoint | per served entity | alert rules read it | dashboards read it |",
+             "|---|---|---|---|---|"]
+    total = [0, 0]
+    for f in FAMILIES:
+        if f.scope == "exporter":
+            continue
+        exposed = f.prometheus_name + ("_info" if f.type == "info" else "")
+        counts = [max(per_row.get((exposed, entity), Counter({"": 0})).values()) for entity in (False, True)]
+        total = [total[0] + counts[0], total[1] + counts[1]]
+        note = " (one per active hint)" if f.name == "remediation" else ""
+        lines.append(f"| `{f.name}` | {counts[0]}{note} | {counts[1]} | {'yes' if f.prometheus_name in alerts else 'no'} "
+                     f"| {'yes' if f.prometheus_name in grafana else 'no'} |")
+    lines.append(f"| **all** | **{total[0]}** | **{total[1]}** | | |")
+    return "\n".join(lines) + "\n"
+
+
+BLOCKS = {"metrics.md": {"families": markdown_table, "series-costs": series_costs},
+          "datadog.md": {"metrics": datadog_table}}
 
 
 def expected() -> dict[Path, str]:

@@ -27,6 +27,7 @@ from .model import EndpointInfo
 from .pipeline.rules import Remediation
 from .pipeline.selection import EndpointFilter
 from .pipeline.targets import TargetOverride, Targets, targets_for
+from .sinks.budget import SeriesBudget
 from .sinks.datadog.settings import DatadogSettings
 from .sources.databricks.settings import DatabricksSettings
 from .strict import ConfigError
@@ -60,6 +61,7 @@ class Settings(BaseSettings):
     targets: Targets = Field(default_factory=Targets)
     remediation: Remediation = Field(default_factory=Remediation)
     target_overrides: list[TargetOverride] = Field(default_factory=list, description="per-endpoint targets; later entries win")
+    series: SeriesBudget = Field(default_factory=SeriesBudget)
     databricks: DatabricksSettings = Field(default_factory=DatabricksSettings)
     datadog: DatadogSettings = Field(default_factory=DatadogSettings)
     datadog_url: str | None = Field(None, description="base URL of the Datadog API, for a proxy or a test intake; default https://api.<DD_SITE>")

@@ -39,7 +39,7 @@ class Daemon:
         ProcessCollector(registry=self.live)
         PlatformCollector(registry=self.live)
         GCCollector(registry=self.live)
-        self.exposition = Exposition(self.snapshot, self.live)
+        self.exposition = Exposition(self.snapshot, self.live, settings.series)
         host, port = parse_listen(settings.listen)
         self.http = HttpServer(make_app(self.exposition, self.snapshot), host, port)
         # One poll at a time; a poll that overruns makes the next one start late, never twice.

@@ -1,25 +1,34 @@
-"""DatabricksSource and the SDK error classification, with no network.
+"""DatabricksSource and the SDK error classification.
 
-Two kinds of fake behind the factory seam:
-- a bare fake client (`.config.host`, `.api_client.do(method, path, **kwargs)`) whose `do` returns or raises
-  what a test says;
-- the SDK's own `_BaseClient` (retry loop, error parser, streaming response) over a canned requests adapter
-  and a fake clock, so errors, retries and streams are exactly what the installed SDK produces.
+Three kinds of fake:
+- a bare fake SDK client behind the factory seam: `.config` (host, auth_type, `authenticate()` giving the
+  bearer header) and `.api_client.do(method, path, **kwargs)`, whose `do` returns or raises what a test says
+  (the list and detail calls go through the SDK);
+- a real HTTP server on 127.0.0.1 (`server` fixture) for the metrics call, which goes through HttpClient
+  (aiohttp): each request gets the `Reply` a test queued (status, headers, body, or a network fault), and the
+  server records what it received;
+- the SDK's own `_BaseClient` (retry loop, error parser) over a canned requests adapter and a fake clock, so
+  errors and retries of the list and detail calls are exactly what the installed SDK produces.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import socket
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import requests
-import urllib3
 from databricks.sdk import errors as sdk_errors
 from databricks.sdk._base_client import _BaseClient
 from databricks.sdk.clock import Clock
@@ -51,34 +60,35 @@ request_latency_ms_count{workspaceId="1234567890123456"} 600 1763820000000
 cpu_usage_percentage{workspaceId="1234567890123456"} 25.0 1763820000000
 """
 TEXT_PLAIN = "text/plain; version=0.0.4; charset=utf-8"
+WAIT_S = 5.0  # how long a test waits for a condition before failing; nothing waits this long when all is well
 
 
 # ---------------------------------------------------------------------------
 # Fakes
 
 
-class FakeStream:
-    """The `contents` of a raw response: honours read(n), records reads and close."""
+class FakeConfig:
+    """The part of the SDK's Config the source reads. `token` may be changed (a refreshed OAuth token)."""
 
-    def __init__(self, data: bytes = b"", error: BaseException | None = None):
-        self.data = data
-        self.error = error
-        self.reads: list[int] = []
-        self.closed = False
+    def __init__(self, host: str | None, token: str, auth_type: str):
+        self.host = host
+        self.token = token
+        self.auth_type = auth_type
+        self.authentications = 0
 
-    def read(self, n: int = -1) -> bytes:
-        self.reads.append(n)
-        if self.error is not None:
-            raise self.error
-        return self.data if n < 0 else self.data[:n]
+    def authenticate(self) -> dict[str, str]:
+        self.authentications += 1
+        return {"Authorization": f"Bearer {self.token}"}
 
-    def close(self) -> None:
-        self.closed = True
+
+def _no_sdk_call(method: str, path: str, **kwargs: Any) -> Any:
+    raise AssertionError(f"unexpected SDK call {method} {path}")
 
 
 class FakeClient:
-    def __init__(self, do: Callable[..., Any], host: str | None = HOST):
-        self.config = SimpleNamespace(host=host)
+    def __init__(self, do: Callable[..., Any] = _no_sdk_call, host: str | None = HOST, token: str = SECRET,
+                 auth_type: str = "pat"):
+        self.config = FakeConfig(host, token, auth_type)
         self.calls: list[tuple[str, str, dict]] = []
 
         def record(method: str, path: str, **kwargs: Any) -> Any:
@@ -117,18 +127,195 @@ class Factory:
         return item
 
 
+_OPEN_SOURCES: list[DatabricksSource] = []
+
+
+def _close_open_sources() -> None:
+    while _OPEN_SOURCES:
+        _OPEN_SOURCES.pop().close()
+
+
+@pytest.fixture(autouse=True)
+def _close_sources():
+    """Every source a test makes is closed (its event-loop thread stopped), whatever the test's outcome."""
+    yield
+    _close_open_sources()
+
+
 def source_with(*clients: FakeClient | BaseException, **kwargs: Any) -> tuple[DatabricksSource, Factory]:
     factory = Factory(*clients)
-    return DatabricksSource(factory, **kwargs), factory
-
-
-def metrics_client(stream: FakeStream, content_type: str | None = TEXT_PLAIN) -> FakeClient:
-    return FakeClient(answering({"contents": stream, "content-type": content_type}))
+    source = DatabricksSource(factory, **kwargs)
+    _OPEN_SOURCES.append(source)
+    return source, factory
 
 
 def assert_no_secret(text: str) -> None:
     assert SECRET not in text
     assert "Bearer" not in text
+
+
+# -- a real HTTP server for the metrics call ---------------------------------
+
+
+@dataclass
+class Reply:
+    """What the server does with one request. By default: 200 with METRICS as Prometheus text."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": TEXT_PLAIN})
+    body: bytes = METRICS
+    repeat: int = 1  # the body is sent `repeat` times over: a huge body without holding it in memory
+    length: int | None = None  # the Content-Length announced; default: the body's
+    chunked: bool = False  # Transfer-Encoding: chunked, one chunk per repeat
+    cut: bool = False  # close the connection once the body is sent, whatever was announced
+    drop: bool = False  # close the connection without answering
+    stall: str | None = None  # "headers": answer nothing; "body": send the headers and body, then nothing more
+    pace_s: float | None = None  # send the body one byte per `pace_s` seconds
+
+
+def json_body(error_code: str | None, message: str) -> bytes:
+    return json.dumps({"message": message} if error_code is None else {"error_code": error_code, "message": message}).encode()
+
+
+def error_reply(status: int, error_code: str | None, message: str, **headers: str) -> Reply:
+    return Reply(status, {"Content-Type": "application/json", **headers}, json_body(error_code, message))
+
+
+@dataclass(frozen=True)
+class Seen:
+    path: str  # the request target exactly as it came on the wire
+    headers: Message
+    port: int  # the client's port: the same port is the same (pooled) connection
+
+
+class MetricsServer:
+    """A ThreadingHTTPServer on 127.0.0.1 and a free port. `reply(...)` queues what the next requests get (the
+    last queued reply is repeated); `requests` is what it received; `wait_done(n)` waits until `n` requests
+    were handled to the end, and gives the body bytes the server managed to send for each."""
+
+    def __init__(self) -> None:
+        self.requests: list[Seen] = []
+        self.sent: list[int] = []
+        self.release = threading.Event()  # ends stalls and paced bodies
+        self._replies: list[Reply] = [Reply()]
+        self._cond = threading.Condition()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.owner = self  # type: ignore[attr-defined]
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
+                                        name="metrics-server", daemon=True)
+        self._thread.start()
+
+    def reply(self, *replies: Reply) -> None:
+        with self._cond:
+            self._replies = list(replies)
+
+    def client(self, **kwargs: Any) -> FakeClient:
+        return FakeClient(host=self.url, **kwargs)
+
+    def wait_done(self, n: int) -> list[int]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.sent) >= n, WAIT_S), f"{len(self.sent)} of {n} requests handled"
+            return list(self.sent)
+
+    def close(self) -> None:
+        self.release.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()  # joins the handler threads
+        self._thread.join(WAIT_S)
+
+    def _next(self, seen: Seen) -> Reply:
+        with self._cond:
+            self.requests.append(seen)
+            return self._replies.pop(0) if len(self._replies) > 1 else self._replies[0]
+
+    def _done(self, sent: int) -> None:
+        with self._cond:
+            self.sent.append(sent)
+            self._cond.notify_all()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a real server: the client pools connections
+    disable_nagle_algorithm = True  # else the body, written after the headers, waits for a delayed ACK (40 ms)
+    timeout = WAIT_S  # a client that neither sends nor closes cannot hold a handler thread for long
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        server: MetricsServer = self.server.owner  # type: ignore[attr-defined]
+        reply = server._next(Seen(self.path, self.headers, self.client_address[1]))
+        sent = 0
+        try:
+            if reply.drop or reply.stall == "headers":
+                if reply.stall:
+                    server.release.wait(WAIT_S)
+                self.close_connection = True
+                return
+            self.send_response(reply.status)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            if reply.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(len(reply.body) * reply.repeat if reply.length is None
+                                                       else reply.length))
+            self.end_headers()
+            for i in range(reply.repeat):
+                if reply.chunked:  # a cut chunked body announces more than its last chunk carries
+                    extra = 100 if reply.cut and i == reply.repeat - 1 else 0
+                    self.wfile.write(b"%x\r\n" % (len(reply.body) + extra))
+                if reply.pace_s is None:
+                    self.wfile.write(reply.body)
+                    sent += len(reply.body)
+                else:
+                    for byte in range(len(reply.body)):
+                        if server.release.wait(reply.pace_s):
+                            break
+                        self.wfile.write(reply.body[byte:byte + 1])
+                        sent += 1
+                if reply.chunked and not (reply.cut and i == reply.repeat - 1):
+                    self.wfile.write(b"\r\n")
+            if reply.chunked and not reply.cut:
+                self.wfile.write(b"0\r\n\r\n")
+            if reply.stall == "body":
+                server.release.wait(WAIT_S)
+            if reply.cut or reply.stall or reply.pace_s is not None:
+                self.close_connection = True
+        except (BrokenPipeError, ConnectionResetError):  # the client closed the connection
+            self.close_connection = True
+        finally:
+            server._done(sent)
+
+
+@pytest.fixture
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)  # HttpClient honours proxy settings: none for 127.0.0.1
+
+
+@pytest.fixture
+def server(no_proxy):
+    srv = MetricsServer()
+    try:
+        yield srv
+    finally:
+        _close_open_sources()  # first, so the server's keep-alive handlers see their connections close
+        srv.close()
+
+
+def metrics_source(server: MetricsServer, *clients: FakeClient, **kwargs: Any) -> tuple[DatabricksSource, Factory]:
+    """A source whose clients point at `server`, with short timeouts (a test never waits long on one)."""
+    kwargs = {"timeout_s": 2, "retry_budget_s": 2, **kwargs}
+    return source_with(*(clients or (server.client(),)), **kwargs)
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound and released at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # -- the SDK's own client over canned HTTP answers ---------------------------
@@ -146,26 +333,6 @@ class FakeClock(Clock):
         self.slept.append(seconds)
         self.now += seconds
 
-
-class FakeRaw:
-    """A urllib3-like raw body: yields chunks, then optionally raises (mid-body failure)."""
-
-    def __init__(self, chunks: Iterable[bytes], error: BaseException | None = None):
-        self.chunks = list(chunks)
-        self.error = error
-        self.closed = False
-        self.released = False
-
-    def stream(self, amt: int | None = None, decode_content: bool | None = None):
-        yield from self.chunks
-        if self.error is not None:
-            raise self.error
-
-    def close(self) -> None:
-        self.closed = True
-
-    def release_conn(self) -> None:
-        self.released = True
 
 
 class CannedAdapter(requests.adapters.BaseAdapter):
@@ -188,7 +355,7 @@ class CannedAdapter(requests.adapters.BaseAdapter):
 
 
 def http_response(request: requests.PreparedRequest, status: int = 200, body: bytes | Any = b"",
-                  headers: dict[str, str] | None = None, raw: FakeRaw | None = None) -> requests.Response:
+                  headers: dict[str, str] | None = None) -> requests.Response:
     resp = requests.Response()
     resp.status_code = status
     resp.reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
@@ -197,16 +364,13 @@ def http_response(request: requests.PreparedRequest, status: int = 200, body: by
     resp.request = request
     resp.url = request.url
     resp.encoding = "utf-8"
-    if raw is not None:
-        resp.raw = raw
-    else:
-        resp._content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    resp._content = body if isinstance(body, bytes) else json.dumps(body).encode()
     return resp
 
 
 class SdkClient:
     """What client_factory builds, minus authentication and the network: the SDK's _BaseClient (retries, error
-    parsing, streaming) over a canned adapter. Every request carries a bearer token, as a real one would."""
+    parsing) over a canned adapter. Every request carries a bearer token, as a real one would."""
 
     def __init__(self, answer: Callable[[requests.PreparedRequest], Any], retry_timeout_s: int = 5,
                  host: str = HOST):
@@ -427,129 +591,290 @@ def test_host_label():
 
 
 # ---------------------------------------------------------------------------
-# DatabricksSource: the body cap and reading the metrics body
+# DatabricksSource: the metrics request, the body cap and reading the body (a real HTTP server)
 
 
-def test_metrics_request():
-    stream = FakeStream(METRICS)
-    client = metrics_client(stream)
-    source, _ = source_with(client)
+def test_metrics_request(server):
+    client = server.client()
+    source, _ = metrics_source(server, client)
     body, content_type = source.read_metrics("a/b c")
     assert (body, content_type) == (METRICS, TEXT_PLAIN)
-    ((method, path, kwargs),) = client.calls
-    assert (method, path) == ("GET", f"{API}/a%2Fb%20c/metrics")
-    assert kwargs == {"raw": True, "headers": {"Accept": "text/plain"}, "response_headers": ["content-type"]}
-    assert stream.closed
+    (seen,) = server.requests
+    assert seen.path == f"{API}/a%2Fb%20c/metrics"
+    assert seen.headers["Accept"] == "text/plain"
+    assert seen.headers["Authorization"] == BEARER  # the SDK's current auth header
+    assert seen.headers["User-Agent"].startswith("serving-exporter/")
+    assert seen.headers["Accept-Encoding"] == "gzip"
+    assert client.calls == []  # the metrics call does not go through the SDK
+    assert client.config.authentications == 1
 
 
-def test_missing_content_type_is_empty():
-    source, _ = source_with(metrics_client(FakeStream(METRICS), content_type=None))
+def test_a_host_with_a_trailing_slash(server):
+    source, _ = metrics_source(server, FakeClient(host=f"{server.url}/"))
+    source.read_metrics("x")
+    assert [s.path for s in server.requests] == [f"{API}/x/metrics"]
+
+
+@pytest.mark.parametrize("content_type", [TEXT_PLAIN, "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                          "text/html"])
+def test_content_type_is_passed_through(server, content_type):
+    server.reply(Reply(headers={"Content-Type": content_type}))
+    source, _ = metrics_source(server)
+    assert source.read_metrics("x") == (METRICS, content_type)
+
+
+def test_missing_content_type_is_empty(server):
+    server.reply(Reply(headers={}))
+    source, _ = metrics_source(server)
     assert source.read_metrics("x") == (METRICS, "")
 
 
-def test_default_body_cap_is_16_mib():
-    assert MAX_BODY_BYTES == 16 * 1024 * 1024
-    stream = FakeStream(b"x")
-    source, _ = source_with(metrics_client(stream))
+def test_a_read_body_releases_the_connection_for_reuse(server):
+    source, _ = metrics_source(server)
     source.read_metrics("x")
-    assert stream.reads == [MAX_BODY_BYTES + 1]  # a bounded read, never read()
+    source.read_metrics("y")
+    first, second = server.requests
+    assert first.port == second.port  # one pooled connection
 
 
-def test_body_exactly_at_the_cap_passes():
-    stream = FakeStream(b"a" * 100)
-    source, _ = source_with(metrics_client(stream), max_body_bytes=100)
+@pytest.mark.parametrize("piece, repeat, ok", [
+    (1024 * 1024, 16, True),  # 16 MiB
+    (257 * 673, 97, False),  # 16 MiB + 1 byte (16777217 = 97 * 257 * 673)
+], ids=["at", "over"])
+def test_default_body_cap_is_16_mib(server, piece, repeat, ok):
+    assert MAX_BODY_BYTES == 16 * 1024 * 1024
+    assert piece * repeat == MAX_BODY_BYTES + (0 if ok else 1)
+    server.reply(Reply(body=b"a" * piece, repeat=repeat))
+    source, _ = metrics_source(server, timeout_s=10, retry_budget_s=10)
+    if ok:
+        body, _ = source.read_metrics("x")
+        assert len(body) == MAX_BODY_BYTES
+    else:
+        with pytest.raises(FetchError) as info:
+            source.read_metrics("x")
+        assert info.value.reason == "too_large"
+        assert str(info.value).endswith(f"body exceeds {MAX_BODY_BYTES} bytes")
+
+
+def test_body_exactly_at_the_cap_passes(server):
+    server.reply(Reply(body=b"a" * 100))
+    source, _ = metrics_source(server, max_body_bytes=100)
     body, _ = source.read_metrics("x")
     assert body == b"a" * 100
-    assert stream.reads == [101]
-    assert stream.closed
 
 
-def test_body_one_byte_over_the_cap_is_too_large():
-    stream = FakeStream(b"a" * 101)
-    source, _ = source_with(metrics_client(stream), max_body_bytes=100)
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_body_one_byte_over_the_cap_is_too_large(server, chunked):
+    server.reply(Reply(body=b"a" * 101, chunked=chunked))
+    source, _ = metrics_source(server, max_body_bytes=100)
     with pytest.raises(FetchError) as info:
         source.read_metrics("chat")
     assert info.value.reason == "too_large"
-    assert "100 bytes" in str(info.value) and "'chat'" in str(info.value)
-    assert stream.reads == [101]  # it never read the whole (possibly huge) body
-    assert stream.closed
+    assert str(info.value) == f"GET {API}/chat/metrics: body exceeds 100 bytes"
+    assert len(server.requests) == 1  # not retried
 
 
-def test_huge_body_is_too_large_after_a_bounded_read():
-    stream = FakeStream(b"a" * 10_000)
-    source, _ = source_with(metrics_client(stream), max_body_bytes=10)
-    with pytest.raises(FetchError, match="exceed 10 bytes") as info:
+def test_huge_body_is_too_large_after_a_bounded_read(server):
+    chunk, repeat = b"a" * 65536, 1024  # 64 MiB
+    server.reply(Reply(body=chunk, repeat=repeat))
+    source, _ = metrics_source(server, max_body_bytes=10)
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="exceeds 10 bytes") as info:
         source.fetch("x")
     assert info.value.reason == "too_large"
-    assert stream.reads == [11] and stream.closed
+    assert time.monotonic() - started < 1.0
+    # The client closed the connection without reading on: the server could send no more than socket buffers hold.
+    (sent,) = server.wait_done(1)
+    assert sent < len(chunk) * repeat // 4
 
 
-@pytest.mark.parametrize("exc, reason", [
-    (requests.Timeout(f"Read timed out {BEARER}"), "timeout"),
-    (requests.ReadTimeout(f"Read timed out {BEARER}"), "timeout"),
-    (requests.ConnectionError(f"Connection broken {BEARER}"), "connection"),
-    (requests.exceptions.ChunkedEncodingError(f"Connection broken: IncompleteRead {BEARER}"), "connection"),
-], ids=lambda v: type(v).__name__ if isinstance(v, Exception) else v)
-def test_read_failing_mid_body(exc, reason):
-    stream = FakeStream(error=exc)
-    source, _ = source_with(metrics_client(stream))
+def test_a_gzip_body_is_decoded(server):
+    server.reply(Reply(headers={"Content-Type": TEXT_PLAIN, "Content-Encoding": "gzip"}, body=gzip.compress(METRICS)))
+    source, _ = metrics_source(server)
+    obs = source.fetch("x")
+    assert obs.endpoint.requests == 600
+    assert obs.fingerprint == hashlib.blake2b(METRICS, digest_size=16).digest()  # of the decoded body
+
+
+def test_a_gzip_bomb_is_too_large(server):
+    bomb = gzip.compress(b"\0" * (16 * 1024 * 1024), 9)  # 16 KiB that inflate to 16 MiB
+    server.reply(Reply(headers={"Content-Type": TEXT_PLAIN, "Content-Encoding": "gzip"}, body=bomb))
+    source, _ = metrics_source(server, max_body_bytes=1000)
+    with pytest.raises(FetchError) as info:
+        source.read_metrics("x")
+    assert info.value.reason == "too_large"
+
+
+@pytest.mark.parametrize("encoding, body, message", [
+    ("gzip", b"not gzip at all", "body is not valid gzip/deflate data"),
+    ("br", METRICS, "unsupported Content-Encoding 'br'"),
+])
+def test_an_undecodable_body_is_bad_response(server, encoding, body, message):
+    server.reply(Reply(headers={"Content-Type": TEXT_PLAIN, "Content-Encoding": encoding}, body=body))
+    source, _ = metrics_source(server)
+    with pytest.raises(FetchError) as info:
+        source.fetch("chat")
+    assert info.value.reason == "bad_response"
+    assert str(info.value) == f"GET {API}/chat/metrics: {message}"
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("reply", [
+    Reply(length=len(METRICS) + 100, cut=True),  # a Content-Length larger than the body, then closed
+    Reply(chunked=True, cut=True),  # a chunk shorter than announced, then closed
+], ids=["content-length", "chunked"])
+def test_a_connection_broken_mid_body_is_connection_after_one_retry(server, reply):
+    server.reply(reply)
+    source, _ = metrics_source(server)
+    with pytest.raises(FetchError) as info:
+        source.fetch("chat")
+    assert info.value.reason == "connection"
+    assert str(info.value).startswith(f"GET {API}/chat/metrics: body cut short")
+    assert_no_secret(str(info.value))
+    assert len(server.requests) == 2  # retried once, at once
+    assert source.usage.totals() == ({("metrics", "connection"): 2}, {"metrics": 1})
+
+
+def test_a_connection_closed_without_an_answer_is_connection(server):
+    server.reply(Reply(drop=True))
+    source, _ = metrics_source(server)
+    with pytest.raises(FetchError) as info:
+        source.fetch("chat")
+    assert info.value.reason == "connection"
+    assert str(info.value) == f"GET {API}/chat/metrics: server closed the connection"
+
+
+def test_a_connection_closed_without_an_answer_is_retried_once(server):
+    server.reply(Reply(drop=True))
+    source, _ = metrics_source(server)
+    with pytest.raises(FetchError):
+        source.fetch("chat")
+    assert (len(server.requests), source.usage.totals()) == (2, ({("metrics", "connection"): 2}, {"metrics": 1}))
+
+
+def test_a_closed_connection_then_an_answer_succeeds(server):
+    server.reply(Reply(drop=True), Reply())
+    source, _ = metrics_source(server)
+    assert source.fetch("x").endpoint.requests == 600
+    assert len(server.requests) == 2
+
+
+def test_a_refused_connection_is_connection(no_proxy):
+    source, _ = source_with(FakeClient(host=f"http://127.0.0.1:{free_port()}"), timeout_s=2, retry_budget_s=2)
+    with pytest.raises(FetchError) as info:
+        source.fetch("chat")
+    assert info.value.reason == "connection"
+    assert_no_secret(str(info.value))
+
+
+@pytest.mark.parametrize("reply", [
+    Reply(stall="headers"),  # no answer at all
+    Reply(length=len(METRICS) + 100, stall="body"),  # the headers and part of the body, then silence
+    Reply(pace_s=0.01),  # the body a byte at a time: every read is quick, the whole is not
+], ids=["before-the-headers", "mid-body", "trickle"])
+def test_an_answer_not_complete_within_the_timeout_is_timeout(server, reply):
+    server.reply(reply)
+    source, _ = metrics_source(server, timeout_s=0.3)
+    started = time.monotonic()
+    with pytest.raises(FetchError) as info:
+        source.fetch("chat")
+    elapsed = time.monotonic() - started
+    assert info.value.reason == "timeout"
+    assert str(info.value).startswith(f"GET {API}/chat/metrics: ")
+    assert_no_secret(str(info.value))
+    assert 0.3 <= elapsed < 1.5  # one attempt, cut at the timeout
+    assert len(server.requests) == 1
+
+
+def test_a_deadline_already_past_makes_no_request(server):
+    source, _ = metrics_source(server)
+    with pytest.raises(FetchError) as info:
+        source.fetch("chat", deadline=time.monotonic() - 1)
+    assert info.value.reason == "deadline"
+    assert server.requests == []
+
+
+def test_the_deadline_bounds_the_call(server):
+    server.reply(Reply(stall="headers"))
+    source, _ = metrics_source(server, timeout_s=10)
+    started = time.monotonic()
+    with pytest.raises(FetchError) as info:
+        source.fetch("chat", deadline=time.monotonic() + 0.3)
+    assert info.value.reason == "timeout"
+    assert time.monotonic() - started < 1.5
+
+
+# -- status errors -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status, error_code, headers, reason, message", [
+    (429, "REQUEST_LIMIT_EXCEEDED", {"Retry-After": "30"}, "too_many_requests",
+     "TooManyRequests REQUEST_LIMIT_EXCEEDED (retries exhausted)"),
+    (503, "TEMPORARILY_UNAVAILABLE", {"Retry-After": "30"}, "temporarily_unavailable",
+     "TemporarilyUnavailable TEMPORARILY_UNAVAILABLE (retries exhausted)"),
+    (404, "RESOURCE_DOES_NOT_EXIST", {}, "not_found", "NotFound RESOURCE_DOES_NOT_EXIST"),
+    (403, "PERMISSION_DENIED", {}, "permission_denied", "PermissionDenied PERMISSION_DENIED"),
+    (403, None, {}, "permission_denied", "PermissionDenied"),
+    (400, "INVALID_PARAMETER_VALUE", {}, "bad_request", "BadRequest INVALID_PARAMETER_VALUE"),
+    (500, "INTERNAL_ERROR", {}, "internal_error", "InternalError INTERNAL_ERROR"),
+    (418, None, {}, "api_error", "DatabricksError"),
+], ids=lambda v: str(v) if isinstance(v, int) else None)
+def test_status_errors(server, status, error_code, headers, reason, message):
+    server.reply(error_reply(status, error_code, f"echo: Authorization: {BEARER}", **headers))
+    source, factory = metrics_source(server)
     with pytest.raises(FetchError) as info:
         source.fetch("chat")
     assert info.value.reason == reason
-    assert type(exc).__name__ in str(info.value)
+    assert str(info.value) == f"GET {API}/chat/metrics: {message}"
     assert_no_secret(str(info.value))
-    assert stream.closed
+    assert len(server.requests) == 1  # the deadline leaves no time for Retry-After: 30; the others are not retried
+    assert info.value.__cause__ is None and (info.value.__suppress_context__ or info.value.__context__ is None)
+    assert factory.calls == 1  # only a 401 rebuilds the client
 
 
-# -- the same through the SDK's own streaming response -----------------------
-
-
-def metrics_sdk_client(raw: FakeRaw) -> SdkClient:
-    return SdkClient(lambda request: http_response(request, 200, headers={"Content-Type": TEXT_PLAIN}, raw=raw))
-
-
-def test_sdk_stream_at_and_over_the_cap():
-    for size, ok in [(64, True), (65, False)]:
-        raw = FakeRaw([b"a" * 20] * (size // 20) + [b"a" * (size % 20)])
-        client = metrics_sdk_client(raw)
-        source, _ = source_with(client, max_body_bytes=64)
-        if ok:
-            assert source.read_metrics("x") == (b"a" * 64, TEXT_PLAIN)
-        else:
-            with pytest.raises(FetchError) as info:
-                source.read_metrics("x")
-            assert info.value.reason == "too_large"
-        assert raw.closed or raw.released  # the SDK stream closed the response (a drained one is released)
-        (request,) = client.adapter.requests
-        assert request.headers["Accept"] == "text/plain"
-        assert request.url == f"{HOST}{API}/x/metrics"
-
-
-def test_sdk_stream_broken_mid_body_is_connection():
-    raw = FakeRaw([b"# TYPE request_count_total gauge\n"],
-                  urllib3.exceptions.ProtocolError("Connection broken: IncompleteRead(10 bytes read)"))
-    source, _ = source_with(metrics_sdk_client(raw))
+def test_an_html_error_page_is_classified_by_its_status(server):
+    server.reply(Reply(404, {"Content-Type": "text/html"}, b"<html><p>" + BEARER.encode() + b"</p></html>"))
+    source, _ = metrics_source(server)
     with pytest.raises(FetchError) as info:
-        source.read_metrics("x")
-    assert info.value.reason == "connection"
-    assert raw.closed or raw.released
+        source.fetch("chat")
+    assert (info.value.reason, str(info.value)) == ("not_found", f"GET {API}/chat/metrics: NotFound")
 
 
-def test_sdk_stream_read_timeout_mid_body_is_timeout():
-    raw = FakeRaw([b"# TYPE request_count_total gauge\n"],
-                  urllib3.exceptions.ReadTimeoutError(None, f"{HOST}{API}/x/metrics", "Read timed out."))
-    source, _ = source_with(metrics_sdk_client(raw))
-    with pytest.raises(FetchError) as info:
-        source.read_metrics("x")
-    assert info.value.reason == "timeout"
+def test_a_redirect_is_not_followed(server):
+    elsewhere = MetricsServer()  # would receive the bearer token if the redirect were followed
+    try:
+        server.reply(Reply(302, {"Location": f"{elsewhere.url}/steal"}, b""))
+        source, _ = metrics_source(server)
+        with pytest.raises(FetchError) as info:
+            source.fetch("chat")
+        assert info.value.reason == "api_error"
+        assert elsewhere.requests == []
+    finally:
+        _close_open_sources()
+        elsewhere.close()
+
+
+def test_a_rate_limit_with_retry_after_is_retried_then_succeeds(server):
+    server.reply(error_reply(429, "REQUEST_LIMIT_EXCEEDED", "slow down", **{"Retry-After": "0"}), Reply())
+    source, _ = metrics_source(server)
+    assert source.fetch("x").endpoint.requests == 600
+    assert len(server.requests) == 2
+    assert server.requests[1].headers["Authorization"] == BEARER
+
+
+def test_unavailable_without_retry_after_is_retried_with_backoff(server):
+    server.reply(error_reply(503, "TEMPORARILY_UNAVAILABLE", "busy"), Reply())
+    source, _ = metrics_source(server, retry_budget_s=2)  # a first backoff is at most 0.5 s
+    assert source.fetch("x").endpoint.requests == 600
+    assert len(server.requests) == 2
 
 
 # ---------------------------------------------------------------------------
 # fetch
 
 
-def test_fetch_returns_an_observation_in_seconds_with_a_fingerprint():
-    source, _ = source_with(metrics_client(FakeStream(METRICS)))
+def test_fetch_returns_an_observation_in_seconds_with_a_fingerprint(server):
+    source, _ = metrics_source(server)
     obs = source.fetch("chat")
     assert isinstance(obs, Observation)
     f = obs.endpoint
@@ -564,26 +889,28 @@ def test_fetch_returns_an_observation_in_seconds_with_a_fingerprint():
     assert obs.entities == {}
 
 
-def test_fingerprint_tells_bodies_apart():
+def test_fingerprint_tells_bodies_apart(server):
     other = METRICS.replace(b"} 600 ", b"} 601 ", 1)
-    a, _ = source_with(metrics_client(FakeStream(METRICS)))
-    b, _ = source_with(metrics_client(FakeStream(other)))
-    c, _ = source_with(metrics_client(FakeStream(METRICS)))
-    assert a.fetch("x").fingerprint != b.fetch("x").fingerprint
-    assert a.fetch("x").fingerprint == c.fetch("x").fingerprint
+    server.reply(Reply(body=METRICS), Reply(body=other), Reply(body=METRICS))
+    source, _ = metrics_source(server)
+    a, b, c = (source.fetch("x").fingerprint for _ in range(3))
+    assert a != b
+    assert a == c
 
 
-def test_fetch_honours_the_entity_cap():
+def test_fetch_honours_the_entity_cap(server):
     body = b"".join(b'request_count_total{served_entity="e%d"} %d\n' % (i, i + 1) for i in range(5))
-    source, _ = source_with(metrics_client(FakeStream(body)), max_entities=2)
+    server.reply(Reply(body=body))
+    source, _ = metrics_source(server, max_entities=2)
     obs = source.fetch("x")
     assert len(obs.entities) == 2
     assert obs.endpoint.requests == 15  # the rest still count towards the endpoint
 
 
-def test_fetch_of_a_non_exposition_is_a_parse_error():
-    body = b'<html><title>Sign in</title><p>' + BEARER.encode() + b'</p></html>'
-    source, _ = source_with(metrics_client(FakeStream(body), content_type="text/html"))
+def test_fetch_of_a_non_exposition_is_a_parse_error(server):
+    server.reply(Reply(headers={"Content-Type": "text/html"},
+                       body=b"<html><title>Sign in</title><p>" + BEARER.encode() + b"</p></html>"))
+    source, _ = metrics_source(server)
     with pytest.raises(MetricsParseError) as info:
         source.fetch("x")
     assert info.value.reason == "parse_error"
@@ -649,12 +976,13 @@ def test_describe():
     ("a/b c", "a%2Fb%20c"), ("plain-name_1", "plain-name_1"), ("x?y#z", "x%3Fy%23z"), ("../admin", "..%2Fadmin"),
     ("é", "%C3%A9"),
 ])
-def test_request_paths_quote_the_name(name, quoted):
-    client = FakeClient(lambda m, p, **kw: {"contents": FakeStream(METRICS)} if p.endswith("/metrics") else {"name": name})
-    source, _ = source_with(client)
-    source.describe(name)
-    source.fetch(name)
-    assert [p for _, p, _ in client.calls] == [f"{API}/{quoted}", f"{API}/{quoted}/metrics"]
+def test_request_paths_quote_the_name(server, name, quoted):
+    client = server.client(do=answering({"name": name}))
+    source, _ = metrics_source(server, client)
+    source.describe(name)  # through the SDK
+    source.fetch(name)  # through HttpClient: the path as the server received it
+    assert [p for _, p, _ in client.calls] == [f"{API}/{quoted}"]
+    assert [s.path for s in server.requests] == [f"{API}/{quoted}/metrics"]
 
 
 @pytest.mark.parametrize("answer", [[], [{"name": "a"}], "x", None, 5, {}, {"name": ""}, {"id": "1"}], ids=repr)
@@ -666,7 +994,7 @@ def test_describe_of_a_non_endpoint_is_bad_response(answer):
     assert "'a'" in str(info.value)
 
 
-@pytest.mark.parametrize("call", ["list_endpoints", "describe", "fetch"])
+@pytest.mark.parametrize("call", ["list_endpoints", "describe"])
 @pytest.mark.parametrize("exc, reason", [
     (sdk_errors.TooManyRequests(BEARER, error_code="REQUEST_LIMIT_EXCEEDED"), "too_many_requests"),
     (sdk_errors.ResourceDoesNotExist(BEARER, error_code="RESOURCE_DOES_NOT_EXIST"), "not_found"),
@@ -797,14 +1125,69 @@ def test_a_401_rebuilds_the_client_and_the_call_succeeds():
     assert factory.calls == 2 and len(expired.calls) == 1 and len(fresh.calls) == 2
 
 
-def test_a_401_on_the_metrics_call_is_retried_with_the_same_request():
-    expired = FakeClient(raising(sdk_errors.Unauthenticated("expired")))
-    fresh = metrics_client(FakeStream(METRICS))
-    source, factory = source_with(expired, fresh)
+def test_a_401_on_the_metrics_call_is_retried_with_the_rebuilt_clients_token(server):
+    server.reply(error_reply(401, None, "Invalid access token"), Reply())
+    expired = server.client(token="dapiEXPIRED0123456789abcdef")
+    fresh = server.client()
+    source, factory = metrics_source(server, expired, fresh)
     assert source.fetch("a/b").endpoint.requests == 600
-    assert expired.calls[0][:2] == fresh.calls[0][:2] == ("GET", f"{API}/a%2Fb/metrics")
-    assert expired.calls[0][2] == fresh.calls[0][2]
+    first, second = server.requests
+    assert first.path == second.path == f"{API}/a%2Fb/metrics"
+    assert first.headers["Authorization"] == "Bearer dapiEXPIRED0123456789abcdef"
+    assert second.headers["Authorization"] == BEARER  # the rebuilt client's token
+    assert first.headers["Accept"] == second.headers["Accept"] == "text/plain"
     assert factory.calls == 2
+    # The new client is kept.
+    source.fetch("a/b")
+    assert factory.calls == 2 and server.requests[2].headers["Authorization"] == BEARER
+
+
+def test_two_consecutive_401s_on_the_metrics_call_are_unauthenticated(server):
+    server.reply(error_reply(401, "UNAUTHENTICATED", f"still rejected {BEARER}"))
+    source, factory = metrics_source(server, server.client(token="dapiEXPIRED0123456789abcdef"), server.client())
+    with pytest.raises(FetchError) as info:
+        source.fetch("chat")
+    assert info.value.reason == "unauthenticated"
+    assert str(info.value) == f"GET {API}/chat/metrics: Unauthenticated UNAUTHENTICATED"
+    assert factory.calls == 2  # re-authenticated once, not in a loop
+    assert len(server.requests) == 2
+    assert_no_secret(str(info.value))
+
+
+def test_each_new_401_on_the_metrics_call_re_authenticates_again(server):
+    unauthorized = error_reply(401, None, "expired")
+    server.reply(unauthorized, Reply(), unauthorized, Reply())
+    source, factory = metrics_source(server)
+    source.fetch("x")
+    assert factory.calls == 2
+    source.fetch("x")  # the rotated token expires in its turn
+    assert factory.calls == 3
+    assert len(server.requests) == 4
+
+
+def test_a_refreshed_token_is_sent_at_once(server):
+    client = server.client(auth_type="oauth-m2m")
+    source, factory = metrics_source(server, client)
+    source.fetch("x")
+    client.config.token = "eyJhbGciOi.refreshed.sig"  # the SDK refreshed its OAuth token
+    source.fetch("x")
+    assert [s.headers["Authorization"] for s in server.requests] == [BEARER, "Bearer eyJhbGciOi.refreshed.sig"]
+    assert factory.calls == 1
+
+
+def test_an_authenticate_failure_is_auth(server):
+    client = server.client()
+
+    def authenticate() -> dict[str, str]:
+        raise ValueError(f"cannot refresh: token={SECRET} rejected")
+
+    client.config.authenticate = authenticate
+    source, _ = metrics_source(server, client)
+    with pytest.raises(FetchError) as info:
+        source.fetch("x")
+    assert info.value.reason == "auth"
+    assert SECRET not in str(info.value)
+    assert server.requests == []
 
 
 def test_two_consecutive_401s_are_unauthenticated():
@@ -989,3 +1372,77 @@ def test_redact_keeps_an_ordinary_error_and_bounds_its_length():
     message = "default auth: cannot configure default credentials, please check https://docs.databricks.com/"
     assert redact(message) == message
     assert len(redact("x" * 1000)) == 300
+
+
+# ---------------------------------------------------------------------------
+# usage: the metrics call's answers and retries
+
+
+def test_usage_counts_a_2xx(server):
+    source, _ = metrics_source(server)
+    source.fetch("x")
+    assert source.usage.totals() == ({("metrics", "2xx"): 1}, {})
+
+
+def test_usage_counts_a_4xx(server):
+    server.reply(error_reply(404, "RESOURCE_DOES_NOT_EXIST", "gone"))
+    source, _ = metrics_source(server)
+    with pytest.raises(FetchError):
+        source.fetch("x")
+    assert source.usage.totals() == ({("metrics", "4xx"): 1}, {})
+
+
+def test_usage_counts_a_429_its_retry_and_the_2xx(server):
+    server.reply(error_reply(429, "REQUEST_LIMIT_EXCEEDED", "slow down", **{"Retry-After": "0"}), Reply())
+    source, _ = metrics_source(server)
+    source.fetch("x")
+    assert source.usage.totals() == ({("metrics", "429"): 1, ("metrics", "2xx"): 1}, {"metrics": 1})
+
+
+def test_usage_counts_a_closed_connection_and_its_retry(server):
+    server.reply(Reply(drop=True), Reply())
+    source, _ = metrics_source(server)
+    source.fetch("x")
+    assert source.usage.totals() == ({("metrics", "connection"): 1, ("metrics", "2xx"): 1}, {"metrics": 1})
+
+
+def test_usage_counts_a_body_over_the_cap_by_its_status(server):
+    server.reply(Reply(body=b"a" * 101))
+    source, _ = metrics_source(server, max_body_bytes=100)
+    with pytest.raises(FetchError):
+        source.fetch("x")
+    assert source.usage.totals() == ({("metrics", "2xx"): 1}, {})
+
+
+def test_usage_counts_a_timeout(server):
+    server.reply(Reply(stall="headers"))
+    source, _ = metrics_source(server, timeout_s=0.2)
+    with pytest.raises(FetchError):
+        source.fetch("x")
+    assert source.usage.totals() == ({("metrics", "timeout"): 1}, {})
+
+
+# ---------------------------------------------------------------------------
+# close
+
+
+def http_loop_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "http-loop" and t.is_alive()}
+
+
+def test_close_stops_the_event_loop_thread(server):
+    before = http_loop_threads()
+    source, _ = metrics_source(server)
+    source.fetch("x")
+    assert len(http_loop_threads() - before) == 1
+    source.close()
+    assert http_loop_threads() - before == set()
+    source.close()  # a second close is harmless
+
+
+def test_a_source_that_never_fetched_starts_no_thread():
+    before = http_loop_threads()
+    source, _ = source_with(FakeClient(answering({"endpoints": []})))
+    source.list_endpoints()
+    assert http_loop_threads() - before == set()
+    source.close()

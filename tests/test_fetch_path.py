@@ -233,6 +233,17 @@ def test_a_gzip_body_is_decoded_and_counts_against_the_cap_decompressed(server, 
     assert err.value.reason == "too_large"
 
 
+def test_concatenated_gzip_members_are_one_body_and_a_cut_one_is_an_error(server, client):
+    half = len(BODY) // 2
+    server.behaviours["/two"] = ok(gzip.compress(BODY[:half]) + gzip.compress(BODY[half:]), {"Content-Encoding": "gzip"})
+    assert get(client, server.url + "/two").body == BODY
+    whole = gzip.compress(BODY)
+    server.behaviours["/cut"] = ok(whole[: len(whole) // 2], {"Content-Encoding": "gzip"})
+    with pytest.raises(FetchError) as err:
+        get(client, server.url + "/cut")
+    assert err.value.reason == "connection" and "cut short" in str(err.value)
+
+
 def test_a_gzip_bomb_stops_at_the_cap(server, client):
     bomb = zlib.compress(b"\0" * (256 * 1024 * 1024), 9)  # 256 MiB of zeros in about 250 KB
     server.behaviours["/bomb"] = ok(bomb, {"Content-Encoding": "deflate"})

@@ -32,6 +32,7 @@ from prometheus_client.utils import floatToGoString
 
 from ..catalog import BY_NAME, FAMILIES, Family, of_scope, samples
 from ..model import EndpointReport, Snapshot
+from .budget import SeriesBudget
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +47,20 @@ Row = tuple[Family, tuple[str, ...], object]  # a family, its full label values,
 class ServingCollector(Collector):
     """Renders whatever `snapshot()` returns; one endpoint failing to render never blanks the scrape."""
 
-    def __init__(self, snapshot: Callable[[], Snapshot]):
+    def __init__(self, snapshot: Callable[[], Snapshot], budget: SeriesBudget | None = None):
         self._snapshot = snapshot
+        self._budget = budget or SeriesBudget()
 
     def describe(self) -> list[Metric]:
         return []  # families depend on the data; registering must not trigger a poll
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
-        families = {f.name: _family(f) for f in FAMILIES}
+        families = {f.name: _family(f) for f in FAMILIES if self._budget.keeps(f)}
         errors = 0
         for report in snap.endpoints:
             try:  # rendered apart first, so a failure leaves none of the endpoint's series behind
-                rows = list(endpoint_rows(report))
+                rows = list(endpoint_rows(report, self._budget))
             except Exception:  # render the others; the failure shows in the log and the gauge
                 log.exception("cannot render endpoint %s", report.info.name)
                 errors += 1
@@ -72,17 +74,20 @@ class ServingCollector(Collector):
         yield from families.values()
 
 
-def endpoint_rows(report: EndpointReport) -> Iterator[Row]:
-    """Every sample of one endpoint: its series rows (the endpoint, then each served entity), then the
-    endpoint-wide families."""
+def endpoint_rows(report: EndpointReport, budget: SeriesBudget | None = None) -> Iterator[Row]:
+    """Every sample of one endpoint within the budget: its series rows (the endpoint, then each served
+    entity), then the endpoint-wide families."""
+    budget = budget or SeriesBudget()
     name = report.info.name
     for family in SERIES:
-        for series in (report.endpoint, *report.entities):
-            for labels, value in samples(family, series):
-                yield family, (name, series.entity or "", *labels), value
+        if budget.keeps(family):
+            for series in budget.rows(report):
+                for labels, value in samples(family, series):
+                    yield family, (name, series.entity or "", *labels), value
     for family in ENDPOINT:
-        for labels, value in samples(family, report):
-            yield family, (name, *labels), value
+        if budget.keeps(family):
+            for labels, value in samples(family, report):
+                yield family, (name, *labels), value
 
 
 def _family(f: Family) -> Metric:
@@ -106,9 +111,10 @@ class Exposition:
     """/metrics bodies. The snapshot's families are rendered once per snapshot and content type; `live`
     (collectors whose values change between polls) is rendered at each scrape and appended."""
 
-    def __init__(self, snapshot: Callable[[], Snapshot], live: CollectorRegistry):
+    def __init__(self, snapshot: Callable[[], Snapshot], live: CollectorRegistry, budget: SeriesBudget | None = None):
         self._snapshot = snapshot
         self._live = live
+        self._budget = budget
         self._lock = threading.Lock()
         # content type -> (its encoder, the snapshot rendered, its body without the final "# EOF", gzipped)
         self._cache: dict[str, tuple[Encoder, Snapshot, bytes, bytes]] = {}
@@ -123,11 +129,11 @@ class Exposition:
 
     def filtered(self, names: list[str], accept: str | None = None, gzip_ok: bool = False) -> tuple[bytes, str]:
         """Only the samples with the given names (`name[]`), rendered afresh: a rare debugging query."""
-        snap, live, wanted = self._snapshot(), self._live, set(names)
+        snap, live, wanted, budget = self._snapshot(), self._live, set(names), self._budget
 
         class _Only(Collector):
             def collect(self) -> Iterator[Metric]:
-                for metric in (*ServingCollector(lambda: snap).collect(), *live.collect()):
+                for metric in (*ServingCollector(lambda: snap, budget).collect(), *live.collect()):
                     kept = [s for s in metric.samples if s.name in wanted]
                     if kept:
                         copy = Metric(metric.name, metric.documentation, metric.type, metric.unit)
@@ -154,7 +160,7 @@ class Exposition:
             if cached is not None and cached[1] is snap:
                 return cached
             registry = CollectorRegistry(auto_describe=False)
-            registry.register(ServingCollector(lambda: snap))
+            registry.register(ServingCollector(lambda: snap, self._budget))
             head = encoder(registry)
             if head.endswith(_EOF):
                 head = head[: -len(_EOF)]

@@ -63,8 +63,13 @@ class HttpClient:
                                          enable_cleanup_closed=True)
         # trust_env: HTTPS_PROXY / NO_PROXY as requests (and so the SDK) honour them. Decompression is
         # ours (bounded), so a gzip bomb cannot inflate past the body cap.
-        return aiohttp.ClientSession(connector=connector, trust_env=True, auto_decompress=False,
-                                     headers={"User-Agent": self._user_agent, "Accept-Encoding": "gzip"})
+        session = aiohttp.ClientSession(connector=connector, trust_env=True, auto_decompress=False,
+                                        headers={"User-Agent": self._user_agent, "Accept-Encoding": "gzip"})
+        # aiohttp re-sends an idempotent request once, uncounted, when a pooled connection was closed. Ours
+        # does the same, counted (no public switch for it; without the attribute, retries happen twice).
+        if hasattr(session, "_retry_connection"):
+            session._retry_connection = False
+        return session
 
     def close(self) -> None:
         if self._loop.is_closed():
@@ -149,24 +154,48 @@ class HttpClient:
 async def _read(resp: aiohttp.ClientResponse, max_body: int) -> bytes:
     """The body, decompressed when gzip/deflate, at most `max_body` bytes (FetchError too_large past it)."""
     encoding = resp.headers.get("Content-Encoding", "").strip().lower()
-    if encoding in ("", "identity"):
-        inflate = None
-    elif encoding in ("gzip", "x-gzip", "deflate"):
-        inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
-    else:
+    if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
         raise FetchError("bad_response", f"unsupported Content-Encoding {encoding[:40]!r}")
+    inflate = _Inflate() if encoding not in ("", "identity") else None
     chunks, size = [], 0
     async for chunk in resp.content.iter_chunked(CHUNK):
         if inflate is not None:
-            try:
-                chunk = inflate.decompress(chunk, max_body + 1 - size)  # bounded: a bomb stops at the cap
-            except zlib.error:
-                raise FetchError("bad_response", "body is not valid gzip/deflate data") from None
+            chunk = inflate.feed(chunk, max_body + 1 - size)
         size += len(chunk)
         if size > max_body:
             raise FetchError("too_large", f"body exceeds {max_body} bytes")
         chunks.append(chunk)
+    if inflate is not None:
+        inflate.finish()
     return b"".join(chunks)
+
+
+class _Inflate:
+    """gzip or zlib data, member after member (gzip members may be concatenated), never inflating more
+    than asked per call, so a bomb stops at the cap."""
+
+    def __init__(self) -> None:
+        self._z = zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
+
+    def feed(self, data: bytes, limit: int) -> bytes:
+        out = []
+        try:
+            while data and limit > 0:
+                piece = self._z.decompress(data, limit)
+                out.append(piece)
+                limit -= len(piece)
+                data = self._z.unconsumed_tail
+                if self._z.eof:  # the next member, if any, starts in unused_data
+                    data = self._z.unused_data + data
+                    if data:
+                        self._z = zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)
+        except zlib.error:
+            raise FetchError("bad_response", "body is not valid gzip/deflate data") from None
+        return b"".join(out)  # input left over only when the limit was reached: the caller sees it past the cap
+
+    def finish(self) -> None:
+        if not self._z.eof:
+            raise FetchError("connection", "compressed body cut short")
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...catalog import ENDPOINT_LABEL, ENTITY_LABEL, FAMILIES, Family, samples
+from ..budget import SeriesBudget
 from ...model import EndpointReport, Hint, Histogram, SeriesReport, Snapshot
 
 PREFIX = "model_serving."
@@ -148,6 +149,7 @@ class Translator:
 
     tags: Sequence[str] = ()
     histogram_buckets: bool = True
+    budget: SeriesBudget = field(default_factory=SeriesBudget)
     events: bool = True
     clock: Callable[[], float] = time.time
     _series: dict[tuple[str, str | None], _SeriesMemory] = field(default_factory=dict)
@@ -187,7 +189,7 @@ class Translator:
 
     def _endpoint_points(self, report: EndpointReport, ep_tags: tuple[str, ...], poll_ts: int) -> Iterator[Point]:
         name = report.info.name
-        for series in (report.endpoint, *report.entities):
+        for series in self.budget.rows(report):
             minute = self._new_minute(name, series)
             if minute is None:
                 continue
@@ -197,15 +199,21 @@ class Translator:
             now: dict[tuple[str, tuple[str, ...]], Any] = {}
             row = ep_tags + label_tags((ENTITY_LABEL,), (series.entity or "",))
             for family in SERIES_FAMILIES:
+                if not self.budget.keeps(family):
+                    continue
                 for labels, value in samples(family, series):
                     yield from self._points(family, labels, value, row, ts, sent, now)
             if series.entity is None:  # endpoint-wide figures derived from the window
                 for family in ENDPOINT_MINUTE:
+                    if not self.budget.keeps(family):
+                        continue
                     for labels, value in samples(family, report):
                         yield from self._points(family, labels, value, ep_tags, ts, sent, now)
             self._series[(name, series.entity)] = _SeriesMemory(minute, now)
         # State and configuration at poll time.
         for family in ENDPOINT_POLL:
+            if not self.budget.keeps(family):
+                continue
             for labels, value in samples(family, report):
                 yield from self._points(family, labels, value, ep_tags, poll_ts, {}, {})
 

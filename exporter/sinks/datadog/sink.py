@@ -44,6 +44,7 @@ from prometheus_client.registry import Collector
 
 from ...model import Snapshot
 from ...strict import ConfigError
+from ..budget import SeriesBudget
 from .delivery import Backoff, BoundedBuffer, exhausted, retry_after_seconds
 from .points import COUNT, METRICS, PREFIX, SOURCE_MINUTE_S, HintEvent, Point, Translator
 from .settings import DatadogSettings
@@ -118,7 +119,7 @@ def build(settings: Settings, environ: Mapping[str, str] = os.environ) -> Datado
         log.debug("Datadog sink off: DD_API_KEY is not set")
         return None
     log.info("Datadog sink on: sending to %s", re.sub(r"//[^/@]*@", "//", target.url))  # no proxy credentials
-    return DatadogSink(settings.datadog, target)
+    return DatadogSink(settings.datadog, target, budget=settings.series)
 
 
 class DatadogSink:
@@ -130,12 +131,13 @@ class DatadogSink:
 
     def __init__(self, settings: DatadogSettings, target: DatadogTarget, *, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic, random: Callable[[], float] = random.random,
-                 max_compressed_bytes: int = MAX_COMPRESSED_BYTES, max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES):
+                 max_compressed_bytes: int = MAX_COMPRESSED_BYTES, max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES,
+                 budget: SeriesBudget | None = None):
         self.settings = settings
         self.target = target
         self.clock, self.monotonic = clock, monotonic
         self.translator = Translator(tags=settings.tags, histogram_buckets=settings.histogram_buckets,
-                                     events=settings.events, clock=clock)
+                                     events=settings.events, clock=clock, budget=budget or SeriesBudget())
         self.buffer: BoundedBuffer[Point] = BoundedBuffer(settings.buffer_points)
         self.events: BoundedBuffer[HintEvent] = BoundedBuffer(EVENT_BUFFER)
         # Each API has its own backoff: an events outage does not hold back the metrics, nor the reverse.

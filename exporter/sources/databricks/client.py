@@ -69,13 +69,16 @@ def status_error(status: int, body: bytes, path: str) -> FetchError:
     code = ""
     try:
         data = json.loads(body[:4096]) if body[:1] == b"{" else None
-        if isinstance(data, dict) and isinstance(data.get("error_code"), str):
-            code = data["error_code"][:80]
+        if isinstance(data, dict) and isinstance(data.get("error_code"), str) and _ERROR_CODE.fullmatch(data["error_code"]):
+            code = data["error_code"]  # only a well-formed code: the body is the server's and could echo anything
     except ValueError:
         pass
     error_class = STATUS_CODE_MAPPING.get(status, DatabricksError)
     retried = " (retries exhausted)" if status in (429, 503) else ""
     return FetchError(_snake(error_class.__name__), f"GET {path}: {error_class.__name__} {code}".strip() + retried)
+
+
+_ERROR_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,79}")
 
 
 def on_each_response(client: WorkspaceClient, hook: Callable[[requests.Response], None]) -> None:

@@ -160,7 +160,7 @@ class DatabricksSource:
         if authorization != self._authorization:
             with self._lock:  # one count per change, however many threads see it
                 if authorization != self._authorization:
-                    if self._authorization is not None or client.config.auth_type != "pat":
+                    if client.config.auth_type != "pat":  # a PAT is read, not fetched
                         self.usage.count("token", "2xx")
                     self._authorization = authorization
         return headers
