@@ -104,3 +104,9 @@ def test_binary_body_raises():
 def test_empty_body_is_no_data_not_an_error():
     parsed = parse_metrics(b"")
     assert parsed.endpoint.requests is None and parsed.entities == {}
+
+
+@pytest.mark.parametrize("timestamp", ["NaN", "+Inf", "-Inf", "1e400"])
+def test_a_non_finite_sample_timestamp_is_a_parse_error(timestamp):
+    with pytest.raises(MetricsParseError, match="timestamp is not a finite number"):
+        parse_metrics(f"request_count_total 5 {timestamp}\n")

@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 
 from ..model import Check, Figures, Histogram, MinuteFigures
-from .quantile import histogram_quantile
+from .quantile import histogram_quantiles
 from .targets import CHECKS
 
 
@@ -39,7 +39,8 @@ def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: f
 
     latency = _merge([m.latency for m in rows])
     mean_latency = latency.mean if latency else None
-    quantile = (lambda q: _finite(histogram_quantile(q, zip(latency.bounds, latency.counts)))) if latency else (lambda q: None)
+    p50, p90, p99 = (map(_finite, histogram_quantiles((0.5, 0.9, 0.99), zip(latency.bounds, latency.counts)))
+                     if latency else (None, None, None))
 
     provisioned = _latest(rows, "provisioned_concurrency")
     if provisioned is None:
@@ -67,9 +68,9 @@ def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: f
         qps=qps,
         qps_min=min(m.requests for m in counted) / 60.0 if counted else None,  # type: ignore[type-var]
         qps_max=max(m.requests for m in counted) / 60.0 if counted else None,  # type: ignore[type-var]
-        latency_p50=quantile(0.5),
-        latency_p90=quantile(0.9),
-        latency_p99=quantile(0.99),
+        latency_p50=p50,
+        latency_p90=p90,
+        latency_p99=p99,
         latency_mean=mean_latency,
         error_ratio=ratio((errors_4xx or 0.0) + (errors_5xx or 0.0)) if counted else None,
         error_ratio_4xx=ratio(errors_4xx),

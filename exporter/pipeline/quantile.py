@@ -24,19 +24,27 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
     Edge cases match Prometheus: NaN for NaN q, no +Inf bucket, fewer than two
     buckets or no observations; -Inf for q < 0 and +Inf for q > 1.
     """
-    if math.isnan(q):
-        return math.nan
-    if q < 0:
-        return -math.inf
-    if q > 1:
-        return math.inf
+    return histogram_quantiles((q,), buckets)[0]
+
+
+def histogram_quantiles(qs: Iterable[float], buckets: Iterable[tuple[float, float]]) -> list[float]:
+    """`histogram_quantile` for several q over the same buckets, preparing them once."""
     ordered = sorted(buckets, key=lambda b: b[0])
     if not ordered or not math.isinf(ordered[-1][0]) or ordered[-1][0] < 0:
-        return math.nan
-
+        return [_edge(q) if math.isnan(q) or not 0 <= q <= 1 else math.nan for q in qs]
     bounds, counts = _coalesce(ordered)
     _correct_precision(counts)
     _ensure_monotonic(counts)
+    return [_quantile(q, bounds, counts) for q in qs]
+
+
+def _edge(q: float) -> float:
+    return math.nan if math.isnan(q) else -math.inf if q < 0 else math.inf
+
+
+def _quantile(q: float, bounds: list[float], counts: list[float]) -> float:
+    if math.isnan(q) or not 0 <= q <= 1:
+        return _edge(q)
     if len(bounds) < 2:
         return math.nan
     observations = counts[-1]

@@ -42,6 +42,11 @@ _ESCAPE = re.compile(r'\\[\\n"]')
 _UNESCAPE = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
 # Types the reference builds a family for (`untyped` is its alias of `unknown`); `counter` only with `_total`.
 _TYPES = frozenset({"gauge", "histogram", "summary", "gaugehistogram", "unknown", "untyped", "info", "stateset"})
+# HELP/TYPE lines and label sets repeat across endpoints and polls: their verdicts and parsed label dicts are
+# remembered (bounded; emptied when full). The label dicts are shared between samples: read them, never change them.
+_CACHE_SIZE = 8192
+_comments: dict[str, bool] = {}
+_label_sets: dict[str, dict[str, str] | None] = {}
 
 
 def samples(body: str, openmetrics: bool = False) -> list[Sample]:
@@ -83,26 +88,46 @@ def fast_samples(body: str) -> list[Sample] | None:
             if not line:
                 continue
             if line[0] == "#":
-                if not _comment_in_subset(line):
+                verdict = _comments.get(line)
+                if verdict is None:
+                    verdict = _remember(_comments, line, _comment_in_subset(line))
+                if not verdict:
                     return None
                 continue
             m = match(line)
             if m is None:
                 return None
             name, labels_text, value, timestamp = m.groups()
-            labels: dict[str, str] = {}
             if labels_text:
-                pairs = _PAIR.findall(labels_text)
-                for key, text in pairs:
-                    if key.startswith("__"):
-                        return None  # __name__ or a reserved name: the reference's rules
-                    labels[key] = _ESCAPE.sub(_unescape, text) if "\\" in text else text
-                if len(labels) != len(pairs):
-                    return None  # a duplicate label name: the reference raises
+                labels = _label_sets.get(labels_text, False)
+                if labels is False:
+                    labels = _remember(_label_sets, labels_text, _labels(labels_text))
+                if labels is None:
+                    return None
+            else:
+                labels = {}
             found.append((name, labels, _number(value), _number(timestamp) / 1000 if timestamp else None))
     except (ValueError, OverflowError, ZeroDivisionError):  # e.g. a huge integer timestamp: the reference decides
         return None
     return found or None
+
+
+def _remember(cache: dict, key: str, value):  # type: ignore[no-untyped-def]
+    if len(cache) >= _CACHE_SIZE:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _labels(text: str) -> dict[str, str] | None:
+    """The label set of a sample, or None where the reference's rules apply (reserved or duplicate names)."""
+    labels: dict[str, str] = {}
+    pairs = _PAIR.findall(text)
+    for key, value in pairs:
+        if key.startswith("__"):
+            return None  # __name__ or a reserved name
+        labels[key] = _ESCAPE.sub(_unescape, value) if "\\" in value else value
+    return labels if len(labels) == len(pairs) else None  # a duplicate name: the reference raises
 
 
 def _comment_in_subset(line: str) -> bool:

@@ -11,6 +11,7 @@ the observation says "unknown" and the pipeline's window tells them apart.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections import defaultdict
@@ -77,6 +78,8 @@ def _timestamp_ms(ts: object) -> int | None:
     if ts is None:
         return None
     seconds = float(ts.sec + ts.nsec / 1e9) if hasattr(ts, "sec") else float(ts)
+    if not math.isfinite(seconds):
+        raise MetricsParseError("a sample timestamp is not a finite number")
     if seconds > 1e11:  # an OpenMetrics body carrying milliseconds where seconds belong
         seconds /= 1000.0
     return int(round(seconds * 1000))
@@ -140,6 +143,7 @@ class _Accumulator:
         return MinuteFigures(**kwargs)  # type: ignore[arg-type]
 
 
+@functools.lru_cache(maxsize=1024)  # the same few bucket bounds in every body
 def _parse_le(le: str | None) -> float | None:
     if le is None:
         return None
@@ -170,7 +174,8 @@ def _assemble(found: Iterable[Sample], openmetrics: bool, max_entities: int) -> 
             continue  # unknown metric: ignored by design
         if timestamp is not None:
             ts = _timestamp_ms(timestamp)
-            newest_ts = ts if newest_ts is None or ts > newest_ts else newest_ts
+            if newest_ts is None or ts > newest_ts:
+                newest_ts = ts
         label, entity = _entity_of(labels) if labels else (None, None)
         if entity is None:
             acc = unlabelled
