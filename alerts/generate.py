@@ -62,6 +62,11 @@ POLL_STALE_S = 10 * 60
 # How far back a target counts as a serving-exporter when its scrape fails (it has no series of
 # its own then): longer than any outage that should still be reported per instance.
 EXPORTER_MEMORY_S = 24 * 3600
+# ModelServingExporterThrottled: the share of the exporter's API calls, per call, answered 429 over
+# this window (10 polls at the default 60 s interval, so one unlucky poll does not decide) ...
+THROTTLE_WINDOW_S = 10 * 60
+# ... is above this share. Retries absorb an occasional 429; a lasting share starves the fetches.
+THROTTLED_RATIO = 0.05
 # The multi-window, multi-burn-rate table (Google SRE workbook, chapter 5; kubernetes-mixin):
 # (severity, long window, short window, burn-rate factor, for).
 BURN_RATE_WINDOWS = [
@@ -344,6 +349,28 @@ label_replace(
             "exporter restart (no fetch yet) from opening a ticket. source_stale skips scale-to-zero endpoints: "
             "an idle endpoint whose body repeats byte for byte stores no new minute (docs/metrics.md), which is "
             "expected, not stale."),
+        Alert(
+            "ModelServingExporterThrottled",
+            f"""sum without (outcome) (rate(model_serving_exporter_api_requests_total{{outcome="429"}}[{duration(THROTTLE_WINDOW_S * s)}]))
+/
+(sum without (outcome) (rate(model_serving_exporter_api_requests_total[{duration(THROTTLE_WINDOW_S * s)}])) > 0)
+> {number(THROTTLED_RATIO)}""",
+            15 * 60, "warning",
+            "serving-exporter{{ with $labels.instance }} {{ . }}{{ end }}: the workspace throttles its {{ $labels.call }} calls",
+            "{{ $value | humanizePercentage }} of the {{ $labels.call }} calls that serving-exporter "
+            "{{ $labels.instance }} made to the platform's API over the last " + duration(THROTTLE_WINDOW_S * s)
+            + " were answered 429 (retries included), above " + f"{THROTTLED_RATIO * 100:.10g}%" + ". Retries absorb "
+            "an occasional 429; lasting throttling makes metrics fetches fail with reason too_many_requests, and the "
+            "endpoints' figures go stale.",
+            f"Retries honouring Retry-After absorb brief throttling, such as a burst of calls from another client "
+            f"sharing the workspace's rate limits: the share over {duration(THROTTLE_WINDOW_S)} must stay above "
+            f"{THROTTLED_RATIO * 100:.10g}% for 15m, which takes roughly 18 minutes of heavy throttling (20% of the calls) "
+            "and up to 25 of light throttling. Throttling that lasts exhausts the retries within the poll "
+            "deadline, so metrics fetches fail with too_many_requests and the figures go stale; "
+            "ModelServingMetricsStale reports the stale endpoints, this names the cause. A ticket, not a page: the "
+            "remedy is fewer calls, in the exporter's configuration. Per call (list, detail, metrics, token), keeping "
+            "job and instance, so each replica reports its own calls. No calls in the window (an idle or stopped "
+            "exporter): the `> 0` on the denominator drops the series instead of dividing 0 by 0."),
     ]
     for a in alerts:
         a.for_s *= s

@@ -43,7 +43,8 @@ def test_every_alert_follows_the_conventions():
     rules = alerting_rules()
     assert {r["alert"] for r in rules} >= {
         "ModelServingErrorRateHigh", "ModelServingErrorBudgetBurn", "ModelServingQueueing", "ModelServingLatencyHigh",
-        "ModelServingSaturation", "ModelServingEndpointNotReady", "ModelServingExporterDown", "ModelServingMetricsStale"}
+        "ModelServingSaturation", "ModelServingEndpointNotReady", "ModelServingExporterDown", "ModelServingMetricsStale",
+        "ModelServingExporterThrottled"}
     for r in rules:
         assert re.fullmatch(r"ModelServing([A-Z][a-z0-9]+)+", r["alert"]), r["alert"]
         assert r["labels"]["severity"] in SEVERITIES, r["alert"]

@@ -3,7 +3,8 @@
 Measured against requests (the Databricks SDK's stack) and urllib3 on worker threads
 (bench/http_candidates.py), aiohttp on one loop costs a half to a quarter of the CPU per call:
 its HTTP parser is C, and there is no GIL contention on a shared connection-pool queue.
-Sources call `HttpClient.get` from their worker threads; it blocks the calling thread only.
+The poller runs its fetches as coroutines on the client's loop (`fetch`), so a poll has no thread
+hand-off per call; `get` is the same for a caller on another thread, blocking that thread only.
 
 Every call is bounded as a whole: one deadline covers connecting, the headers and the whole
 body, so a server that trickles a byte at a time is cut at the request timeout, not at the
@@ -22,8 +23,10 @@ import random
 import ssl
 import threading
 import time
+import urllib.request
 import zlib
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 from dataclasses import dataclass
 
 import aiohttp
@@ -53,17 +56,19 @@ class HttpClient:
         self._pool_size = pool_size
         self._user_agent = user_agent
         self._rng = rng or random.Random()
+        self._proxies: dict[tuple[str, str], str | None] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="http-loop", daemon=True)
         self._thread.start()
-        self._session = self._run(self._open(), timeout=30)
+        self.loop = self._loop
+        self._session = self.run(self._open(), timeout=30)
 
     async def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self._pool_size, ssl=_ssl_context(), ttl_dns_cache=60,
                                          enable_cleanup_closed=True)
-        # trust_env: HTTPS_PROXY / NO_PROXY as requests (and so the SDK) honour them. Decompression is
-        # ours (bounded), so a gzip bomb cannot inflate past the body cap.
-        session = aiohttp.ClientSession(connector=connector, trust_env=True, auto_decompress=False,
+        # Decompression is ours (bounded), so a gzip bomb cannot inflate past the body cap. Proxies are ours too
+        # (_proxy_for): aiohttp's trust_env re-reads the environment and ~/.netrc on a thread at every request.
+        session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                         headers={"User-Agent": self._user_agent, "Accept-Encoding": "gzip"})
         # aiohttp re-sends an idempotent request once, uncounted, when a pooled connection was closed. Ours
         # does the same, counted (no public switch for it; without the attribute, retries happen twice).
@@ -75,7 +80,7 @@ class HttpClient:
         if self._loop.is_closed():
             return
         try:
-            self._run(self._session.close(), timeout=5)
+            self.run(self._session.close(), timeout=5)
         except Exception:  # closing is best effort
             log.debug("closing the HTTP session failed", exc_info=True)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -87,10 +92,11 @@ class HttpClient:
         """GET `url`: a Response for any status once retries are done, or FetchError (timeout, connection,
         too_large). `timeout_s` bounds each attempt end to end; `deadline` (time.monotonic()) bounds the
         whole call with its retries."""
-        coro = self._get(url, dict(headers), call, timeout_s, deadline, max_body)
-        return self._run(coro, timeout=max(0.0, deadline - time.monotonic()) + timeout_s + 5)
+        coro = self.fetch(url, headers, call=call, timeout_s=timeout_s, deadline=deadline, max_body=max_body)
+        return self.run(coro, timeout=max(0.0, deadline - time.monotonic()) + timeout_s + 5)
 
-    def _run(self, coro, timeout: float):  # type: ignore[no-untyped-def]
+    def run(self, coro, timeout: float):  # type: ignore[no-untyped-def]
+        """Run a coroutine on the client's loop from another thread and wait for its result."""
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout)
@@ -98,8 +104,10 @@ class HttpClient:
             future.cancel()
             raise FetchError("timeout", "request did not finish") from None
 
-    async def _get(self, url: str, headers: dict[str, str], call: str, timeout_s: float, deadline: float,
-                   max_body: int) -> Response:
+    async def fetch(self, url: str, headers: Mapping[str, str], *, call: str, timeout_s: float, deadline: float,
+                    max_body: int) -> Response:
+        """`get` as a coroutine, on this client's loop."""
+        headers = dict(headers)
         retried_connection = False
         attempt = 0
         while True:
@@ -132,7 +140,8 @@ class HttpClient:
     async def _attempt(self, url: str, headers: dict[str, str], budget: float, max_body: int) -> Response:
         try:
             async with asyncio.timeout(budget):
-                async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
+                async with self._session.get(url, headers=headers, allow_redirects=False,
+                                             proxy=self._proxy_for(url)) as resp:
                     try:
                         body = await _read(resp, max_body)
                     except FetchError as exc:
@@ -149,6 +158,16 @@ class HttpClient:
             raise FetchError("connection", f"cannot connect: {_cause(exc)}") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise FetchError("connection", f"{type(exc).__name__}: {_cause(exc)}") from None
+
+
+    def _proxy_for(self, url: str) -> str | None:
+        """HTTP(S)_PROXY unless NO_PROXY exempts the host, as requests (and so the SDK) decide; once per host."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        if key not in self._proxies:
+            bypass = urllib.request.proxy_bypass_environment(parts.hostname or "")
+            self._proxies[key] = None if bypass else urllib.request.getproxies_environment().get(parts.scheme)
+        return self._proxies[key]
 
 
 async def _read(resp: aiohttp.ClientResponse, max_body: int) -> bytes:

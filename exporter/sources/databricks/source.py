@@ -10,6 +10,7 @@ are read up to a size cap and parsed into the pipeline's neutral figures (metric
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 API = "/api/2.0/serving-endpoints"
 MAX_BODY_BYTES = 16 * 1024 * 1024
 REFRESH_SECONDS = 60.0  # the platform publishes a new minute about once a minute
+# On the event loop, the SDK's auth headers are re-read at most this often: reading them can block on an OAuth
+# refresh, so it happens on a thread. A token the SDK replaced is used at most this long after (a 401 re-reads).
+AUTH_HEADERS_TTL_S = 1.0
 
 
 class DatabricksSource:
@@ -49,8 +53,8 @@ class DatabricksSource:
                  max_entities: int = 50):
         self._factory = client_factory
         self._lock = threading.Lock()
-        self._client: WorkspaceClient | None = None
-        self._generation = 0
+        self._built: tuple[WorkspaceClient, int] | None = None  # the SDK client and its generation (+1 per rebuild)
+        self._headers: tuple[int, float, dict[str, str]] | None = None  # (generation, read at, auth headers)
         self._http_client: HttpClient | None = None
         self._timeout_s = timeout_s
         self._retry_budget_s = retry_budget_s
@@ -91,23 +95,51 @@ class DatabricksSource:
         body, content_type = self.read_metrics(name, deadline)
         return observe(body, content_type, self._max_entities)
 
+    async def fetch_async(self, name: str, deadline: float | None = None) -> Observation:
+        """`fetch` as a coroutine on `loop`: what the poller runs."""
+        body, content_type = await self.read_metrics_async(name, deadline)
+        return observe(body, content_type, self._max_entities)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._http().loop
+
     def read_metrics(self, name: str, deadline: float | None = None) -> tuple[bytes, str]:
         """The raw metrics body of one endpoint and its content type, at most `max_body_bytes`.
-        `deadline` (time.monotonic()) bounds the call with its retries; default: the retry budget."""
+        `deadline` (time.monotonic()) bounds the call with its retries; default: the retry budget.
+        From a thread other than the loop's: the auth headers are read fresh, here."""
+        if deadline is None:
+            deadline = time.monotonic() + self._retry_budget_s
+        client, generation = self._current()
+        headers = self._auth_headers(client, generation)
+        return self._http().run(self._read_metrics(name, deadline, client, generation, headers),
+                                timeout=max(0.0, deadline - time.monotonic()) + 2 * self._timeout_s + 5)
+
+    async def read_metrics_async(self, name: str, deadline: float | None = None) -> tuple[bytes, str]:
+        loop = asyncio.get_running_loop()
+        built = self._built or await loop.run_in_executor(None, self._current)  # building may need the network
+        client, generation = built
+        headers = self._fresh_headers(generation) or await loop.run_in_executor(None, self._auth_headers, client, generation)
+        return await self._read_metrics(name, deadline, client, generation, headers)
+
+    async def _read_metrics(self, name: str, deadline: float | None, client: WorkspaceClient, generation: int,
+                            headers: dict[str, str]) -> tuple[bytes, str]:
         path = f"{API}/{quote(name, safe='')}/metrics"
         if deadline is None:
             deadline = time.monotonic() + self._retry_budget_s
         for attempt in (1, 2):
-            client, generation = self._current()
-            headers = {**self._auth_headers(client), "Accept": "text/plain"}
             try:
-                resp = self._http().get(f"{(client.config.host or '').rstrip('/')}{path}", headers, call="metrics",
-                                        timeout_s=self._timeout_s, deadline=deadline, max_body=self._max_body)
+                resp = await self._http().fetch(f"{(client.config.host or '').rstrip('/')}{path}",
+                                                {**headers, "Accept": "text/plain"}, call="metrics",
+                                                timeout_s=self._timeout_s, deadline=deadline, max_body=self._max_body)
             except FetchError as exc:
                 raise FetchError(exc.reason, f"GET {path}: {exc}") from None
             if resp.status == 401 and attempt == 1:
                 log.info("got 401 from %s; re-authenticating once", path)
-                self._reauthenticate(generation)
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, self._reauthenticate, generation)
+                client, generation = await loop.run_in_executor(None, self._current)
+                headers = await loop.run_in_executor(None, self._auth_headers, client, generation)
                 continue
             if not 200 <= resp.status < 300:
                 raise status_error(resp.status, resp.body, path)
@@ -147,7 +179,13 @@ class DatabricksSource:
             self._sdk_call.answers += 1
             self.usage.count(call, ApiUsage.outcome(resp.status_code))
 
-    def _auth_headers(self, client: WorkspaceClient) -> dict[str, str]:
+    def _fresh_headers(self, generation: int) -> dict[str, str] | None:
+        cached = self._headers
+        if cached is not None and cached[0] == generation and time.monotonic() - cached[1] < AUTH_HEADERS_TTL_S:
+            return cached[2]
+        return None
+
+    def _auth_headers(self, client: WorkspaceClient, generation: int) -> dict[str, str]:
         """The SDK's current auth headers (it refreshes OAuth tokens before they expire). A changed
         Authorization header is counted as one token call: the SDK makes them outside our view."""
         try:
@@ -163,6 +201,7 @@ class DatabricksSource:
                     if client.config.auth_type != "pat":  # a PAT is read, not fetched
                         self.usage.count("token", "2xx")
                     self._authorization = authorization
+        self._headers = (generation, time.monotonic(), headers)
         return headers
 
     def _http(self) -> HttpClient:
@@ -172,16 +211,19 @@ class DatabricksSource:
             return self._http_client
 
     def _current(self) -> tuple[WorkspaceClient, int]:
+        built = self._built
+        if built is not None:
+            return built
         with self._lock:
-            if self._client is None:
-                self._client = self._build()
-            return self._client, self._generation
+            if self._built is None:
+                self._built = (self._build(), 0)
+            return self._built
 
     def _reauthenticate(self, seen_generation: int) -> None:
         with self._lock:
-            if self._generation == seen_generation:  # another thread may have done it already
-                self._client = self._build()
-                self._generation += 1
+            generation = self._built[1] if self._built else -1
+            if generation == seen_generation:  # another thread may have done it already
+                self._built = (self._build(), generation + 1)
 
     def _build(self) -> WorkspaceClient:
         try:
