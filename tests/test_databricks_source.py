@@ -800,7 +800,7 @@ def test_the_deadline_bounds_the_call(server):
     started = time.monotonic()
     with pytest.raises(FetchError) as info:
         source.fetch("chat", deadline=time.monotonic() + 0.3)
-    assert info.value.reason == "timeout"
+    assert info.value.reason == "deadline"
     assert time.monotonic() - started < 1.5
 
 

@@ -380,3 +380,31 @@ def test_token_refreshes_are_counted_from_the_auth_header(server):
     assert calls[("token", "2xx")] == 2  # the first token and one refresh
     assert calls[("metrics", "2xx")] == 3
     assert json.dumps({str(k): v for k, v in calls.items()})  # plain data, fit for the snapshot
+
+
+def test_a_fetch_is_cut_at_the_poll_deadline_and_tried_again_at_the_next_poll(server):
+    release = threading.Event()
+
+    def hang(h: BaseHTTPRequestHandler) -> None:
+        if not release.wait(20):
+            return
+        ok()(h)
+
+    server.behaviours["slow"] = hang
+    settings = load_settings(overrides={"max_concurrent_requests": 2, "request_timeout_seconds": 30,
+                                        "poll_deadline_seconds": 1})
+    source = DatabricksSource(lambda: fake_sdk(server.url, ["fast", "slow"]), timeout_s=30, pool_size=2)
+    poller = Poller(source, settings)
+    try:
+        for _ in range(2):
+            snap = poller.poll()
+            status = {r.info.name: r.status for r in snap.endpoints}
+            assert status["fast"].up and not status["slow"].up
+            assert status["slow"].last_error.startswith("deadline: ") and "before the deadline" in status["slow"].last_error
+        assert sum(1 for path, _ in server.requests if "/slow/" in path) == 2  # one request per poll, none left over
+        assert snap.fetch_errors[("slow", "metrics", "deadline")] == 2
+        release.set()
+        assert {r.info.name: r.status.up for r in poller.poll().endpoints} == {"fast": True, "slow": True}
+    finally:
+        release.set()
+        poller.close()

@@ -150,6 +150,8 @@ class Poller:
     def poll(self) -> Snapshot:
         started = self.clock()
         deadline = time.monotonic() + self.deadline_s
+        # Fetches stop a little earlier, so that one cut at the deadline is recorded (with its reason) before publishing.
+        fetch_deadline = deadline - min(0.25, 0.1 * self.deadline_s)
         try:
             listing = self.source.list_endpoints()
         except Exception as exc:  # FetchError, or anything unexpected: the endpoints we know stay polled
@@ -170,10 +172,10 @@ class Poller:
         order = [s for s in sorted(states, key=lambda s: (s.status.last_error is not None, s.status.duration_s or 0.0))
                  if s.begin()]
         if hasattr(self.source, "fetch_async"):
-            polled = asyncio.run_coroutine_threadsafe(self._poll_on_loop(order, deadline), self.source.loop)
+            polled = asyncio.run_coroutine_threadsafe(self._poll_on_loop(order, fetch_deadline), self.source.loop)
             wait([polled], timeout=max(0.0, deadline - time.monotonic()))  # stragglers go on, as threads would
         else:
-            running = [self._pool.submit(self._poll_endpoint, s, deadline) for s in order]
+            running = [self._pool.submit(self._poll_endpoint, s, fetch_deadline) for s in order]
             wait(running, timeout=max(0.0, deadline - time.monotonic()))
 
         finished = self.clock()

@@ -116,7 +116,7 @@ class HttpClient:
             if budget <= 0:
                 raise FetchError("deadline", f"{call}: no time left for the request")
             try:
-                response = await self._attempt(url, headers, budget, max_body)
+                response = await self._attempt(url, headers, budget, max_body, cut_by_deadline=budget < timeout_s)
             except FetchError as exc:
                 status = getattr(exc, "status", None)  # set when an answer came and its body was refused
                 self.usage.count(call, exc.reason if status is None else ApiUsage.outcome(status))
@@ -137,7 +137,8 @@ class HttpClient:
             attempt += 1
             await asyncio.sleep(wait)
 
-    async def _attempt(self, url: str, headers: dict[str, str], budget: float, max_body: int) -> Response:
+    async def _attempt(self, url: str, headers: dict[str, str], budget: float, max_body: int,
+                       cut_by_deadline: bool) -> Response:
         try:
             async with asyncio.timeout(budget):
                 async with self._session.get(url, headers=headers, allow_redirects=False,
@@ -149,6 +150,8 @@ class HttpClient:
                         raise
                     return Response(resp.status, resp.headers, body)
         except TimeoutError:
+            if cut_by_deadline:  # the caller's deadline (the poll's) came first
+                raise FetchError("deadline", f"no complete answer before the deadline ({budget:.3g}s)") from None
             raise FetchError("timeout", f"no complete answer within {budget:.3g}s") from None
         except aiohttp.ClientPayloadError as exc:
             raise FetchError("connection", f"body cut short: {_cause(exc)}") from None
