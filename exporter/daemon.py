@@ -14,6 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from .config import Settings, parse_listen
+from .memory import release_free_memory
 from .pipeline.poller import Poller
 from .sinks import SnapshotSink
 from .sinks.http import HttpServer, make_app
@@ -77,6 +78,7 @@ class Daemon:
                 self.exposition.warm()
             except Exception:
                 log.exception("rendering the exposition failed")
+            release_free_memory()
 
     def start(self) -> Daemon:
         for sink in self.sinks:

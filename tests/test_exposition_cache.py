@@ -39,15 +39,15 @@ def served():
 
 @pytest.fixture
 def renders(monkeypatch):
-    """Counts renders of a snapshot (collect calls of the snapshot's collector)."""
+    """Counts renders of a snapshot."""
     count = [0]
-    original = prometheus_sink.ServingCollector.collect
+    original = prometheus_sink.render
 
-    def counting(self):
+    def counting(*args, **kwargs):
         count[0] += 1
-        return original(self)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(prometheus_sink.ServingCollector, "collect", counting)
+    monkeypatch.setattr(prometheus_sink, "render", counting)
     return count
 
 
