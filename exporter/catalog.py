@@ -277,8 +277,8 @@ FAMILIES: tuple[Family, ...] = (
            "Snapshot.discovered, len(Snapshot.endpoints)",
            lambda s: ((("discovered",), float(s.discovered)), (("selected",), float(len(s.endpoints)))), ("state",), POLL),
     Family("exporter_render_errors", "gauge", "exporter", "",
-           "Endpoints that failed to render in this scrape (a bug; see the log).",
-           "counted by the Prometheus collector during the scrape", _not_from_snapshot),
+           "Endpoints left out of this exposition because they failed to render (a bug; see the log).",
+           "counted while the snapshot is rendered", _not_from_snapshot),
 )
 
 BY_NAME = {f.name: f for f in FAMILIES}
