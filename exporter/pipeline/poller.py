@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from ..model import Counters, EndpointInfo, EndpointReport, Figures, PollStatus, SeriesReport, Snapshot
 from ..sources import FetchError, Observation, Source
-from .analysis import analyze, checks
+from .analysis import checks
 from .rules import HintMemory, evaluate, recommend
 from .selection import shard_of
 from .window import SeriesWindow, minute_key_of
@@ -340,7 +340,7 @@ class Poller:
                 capacity = info.capacity
             else:
                 capacity = served[entity].capacity if entity in served else None
-            figures = analyze(window.in_window(), capacity)
+            figures = window.figures(capacity)
             return SeriesReport(entity, figures, checks(figures, targets), window.counters)
 
         endpoint = series(None, state.window(None))

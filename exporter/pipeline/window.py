@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..model import Counters, Histogram, MinuteFigures
+from ..model import Counters, Figures, Histogram, MinuteFigures
+from .analysis import analyze
 
 MINUTE_MS = 60_000
 
@@ -74,6 +75,8 @@ class SeriesWindow:
         self._latency = HistogramStream()
         self._queue = HistogramStream()
         self.counters = Counters()
+        self._version = 0  # bumped when a minute is stored: the window changes only then
+        self._analysed: tuple[int, float | None, Figures] | None = None
 
     def ingest(self, minute_key: int, raw: MinuteFigures, histograms: str = "per_minute") -> bool:
         """Store one minute; return False (and change nothing) if it is not newer than the newest stored.
@@ -92,7 +95,16 @@ class SeriesWindow:
         for key in [k for k in self.minutes if k <= self.newest_key - self.window_minutes]:
             del self.minutes[key]
         self.counters = _advance(self.counters, figures)
+        self._version += 1
         return True
+
+    def figures(self, capacity: float | None) -> Figures:
+        """The window's analysis, computed again only when a minute was stored (or the capacity changed):
+        a poll that finds no new minute costs no analysis."""
+        cached = self._analysed
+        if cached is None or cached[0] != self._version or cached[1] != capacity:
+            cached = self._analysed = (self._version, capacity, analyze(self.in_window(), capacity))
+        return cached[2]
 
     def in_window(self) -> list[tuple[int, MinuteFigures]]:
         return sorted(self.minutes.items())

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from dataclasses import dataclass
 
 import aiohttp
+import yarl
 
 from .base import ApiUsage, FetchError
 
@@ -68,7 +69,10 @@ class HttpClient:
                                          enable_cleanup_closed=True)
         # Decompression is ours (bounded), so a gzip bomb cannot inflate past the body cap. Proxies are ours too
         # (_proxy_for): aiohttp's trust_env re-reads the environment and ~/.netrc on a thread at every request.
-        session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+        # Per request, aiohttp would also keep cookies and arm a timer of its own: neither is needed (no API
+        # here sets cookies; asyncio.timeout bounds each attempt), and both cost CPU on the hot path.
+        session = aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+                                        timeout=aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None),
                                         headers={"User-Agent": self._user_agent, "Accept-Encoding": "gzip"})
         # aiohttp re-sends an idempotent request once, uncounted, when a pooled connection was closed. Ours
         # does the same, counted (no public switch for it; without the attribute, retries happen twice).
@@ -141,7 +145,7 @@ class HttpClient:
                        cut_by_deadline: bool) -> Response:
         try:
             async with asyncio.timeout(budget):
-                async with self._session.get(url, headers=headers, allow_redirects=False,
+                async with self._session.get(yarl.URL(url, encoded=True), headers=headers, allow_redirects=False,
                                              proxy=self._proxy_for(url)) as resp:
                     try:
                         body = await _read(resp, max_body)

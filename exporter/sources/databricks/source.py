@@ -65,6 +65,7 @@ class DatabricksSource:
         self._sdk_call = threading.local()  # which call the SDK is making on this thread, for its responses
         self.usage = ApiUsage()
         self.workspace: str | None = None
+        self._observed: dict[str, Observation] = {}  # each endpoint's last observation, to skip parsing a body again
 
     def close(self) -> None:
         with self._lock:
@@ -83,7 +84,11 @@ class DatabricksSource:
             return []
         if not isinstance(items, list):
             raise FetchError("bad_response", f"endpoint list response: 'endpoints' is a {type(items).__name__}, not a list")
-        return [endpoint_from_json(item) for item in items if isinstance(item, dict) and item.get("name")]
+        listed = [endpoint_from_json(item) for item in items if isinstance(item, dict) and item.get("name")]
+        names = {info.name for info in listed}
+        for gone in self._observed.keys() - names:  # a set built at once: fetches may add meanwhile
+            self._observed.pop(gone, None)
+        return listed
 
     def describe(self, name: str) -> EndpointInfo:
         data = self._call("detail", "GET", f"{API}/{quote(name, safe='')}")
@@ -92,13 +97,15 @@ class DatabricksSource:
         return endpoint_from_json(data, detailed=True)
 
     def fetch(self, name: str, deadline: float | None = None) -> Observation:
-        body, content_type = self.read_metrics(name, deadline)
-        return observe(body, content_type, self._max_entities)
+        return self._observe(name, *self.read_metrics(name, deadline))
 
     async def fetch_async(self, name: str, deadline: float | None = None) -> Observation:
         """`fetch` as a coroutine on `loop`: what the poller runs."""
-        body, content_type = await self.read_metrics_async(name, deadline)
-        return observe(body, content_type, self._max_entities)
+        return self._observe(name, *await self.read_metrics_async(name, deadline))
+
+    def _observe(self, name: str, body: bytes, content_type: str) -> Observation:
+        observed = self._observed[name] = observe(body, content_type, self._max_entities, self._observed.get(name))
+        return observed
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
