@@ -14,7 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from .config import Settings, parse_listen
-from .memory import release_free_memory
+from .memory import freeze_long_lived, release_free_memory
 from .pipeline.poller import Poller
 from .sinks import SnapshotSink
 from .sinks.http import HttpServer, make_app
@@ -50,6 +50,7 @@ class Daemon:
                                misfire_grace_time=None)
         self._stopped = threading.Event()
         self._polling = threading.Lock()
+        self._frozen_after_first_poll = False
 
     def snapshot(self):
         return self.poller.snapshot
@@ -78,9 +79,13 @@ class Daemon:
                 self.exposition.warm()
             except Exception:
                 log.exception("rendering the exposition failed")
+            if not self._frozen_after_first_poll:  # the SDK client and the endpoints' state now exist
+                freeze_long_lived()
+                self._frozen_after_first_poll = True
             release_free_memory()
 
     def start(self) -> Daemon:
+        freeze_long_lived()  # the imports' objects
         for sink in self.sinks:
             sink.start()
         self.http.start()

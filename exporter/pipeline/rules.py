@@ -15,6 +15,8 @@ stale data (a failing fetch, no new minute) changes nothing.
 
 from __future__ import annotations
 
+import functools
+
 import math
 import sys
 from collections.abc import Callable
@@ -168,9 +170,17 @@ class Rule:
     thresholds: tuple[str, ...] = ()  # docs: which thresholds/targets it uses
     sustained: bool = False  # fires after sustained_polls instead of fire_after_polls
 
-    @property
+    @functools.cached_property
     def uses_metrics(self) -> bool:
         return any(n != "config" for n in self.needs)
+
+    @functools.cached_property
+    def needs_config(self) -> bool:
+        return "config" in self.needs
+
+    @functools.cached_property
+    def needed_figures(self) -> tuple[str, ...]:
+        return tuple(n for n in self.needs if n != "config")
 
 
 # -- conditions ------------------------------------------------------------------------------
@@ -537,11 +547,13 @@ def evaluate(settings: Remediation, info: EndpointInfo, figures: Figures, checks
     thresholds, disabled = settings.for_endpoint(info)
     ctx = Context(info, figures, {c.name: c for c in checks}, targets, thresholds)
     for rule in RULES:
-        state = memory.rules.setdefault(rule.id, _RuleState())
+        state = memory.rules.get(rule.id)
+        if state is None:
+            state = memory.rules[rule.id] = _RuleState()
         if rule.id in disabled:
             memory.rules[rule.id] = _RuleState()
             continue
-        fresh = (new_minute if rule.uses_metrics else True) and (config_fresh if "config" in rule.needs else True)
+        fresh = (new_minute or not rule.uses_metrics) and (config_fresh or not rule.needs_config)
         if not fresh:
             continue  # no new data: nothing changes
         detail = rule.detail(ctx) if _present(rule, ctx) else None
@@ -587,7 +599,13 @@ def recommend(settings: Remediation, info: EndpointInfo, figures: Figures, check
 
 
 def _present(rule: Rule, ctx: Context) -> bool:
-    return all(ctx.info.detailed if n == "config" else getattr(ctx.figures, n) is not None for n in rule.needs)
+    if rule.needs_config and not ctx.info.detailed:
+        return False
+    figures = ctx.figures
+    for name in rule.needed_figures:
+        if getattr(figures, name) is None:
+            return False
+    return True
 
 
 # -- docs/remediation.md ---------------------------------------------------------------------
