@@ -106,6 +106,10 @@ class Simulator:
         requests.put(f"{self.url}/simulator/v1/settings", json={"response_delay_s": rtt_ms / 1000},
                      timeout=5).raise_for_status()
 
+    def advance_minute(self) -> None:
+        """Publish the next simulated minute now (its clock moves one minute ahead)."""
+        requests.post(f"{self.url}/simulator/v1/advance", json={"minutes": 1}, timeout=30).raise_for_status()
+
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.proc.pid)
 
