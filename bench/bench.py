@@ -93,13 +93,13 @@ from simulated import (
 )
 
 from exporter.config import load_settings
-from exporter.memory import freeze_long_lived, release_free_memory
+from exporter.memory import freeze_long_lived, limit_malloc_arenas, release_free_memory
 from exporter.model import Snapshot
 from exporter.pipeline.poller import Poller
 from exporter.simulator import DEMO_TOKEN
 from exporter.sinks.http import HttpServer, make_app
 from exporter.sinks.prometheus import Exposition
-from exporter.sources.databricks import DatabricksSource, client_factory
+from exporter.commands import databricks_source
 
 FULL = {"endpoints": 1000, "polls": 5, "rss_polls": 1000, "prom_seconds": 30.0}
 QUICK = {"endpoints": 200, "polls": 2, "rss_polls": 150, "prom_seconds": 15.0}
@@ -147,7 +147,7 @@ def median_measure(runs: list[Measure]) -> Measure:
 
 
 def progress(text: str) -> None:
-    print(f"  .. {text}", flush=True)
+    print(f"  .. {text} [RSS {memory_mib()['VmRSS']:.0f} MiB]", flush=True)
 
 
 # -- 1. naive baseline --------------------------------------------------------------------------------
@@ -168,9 +168,7 @@ def naive_loop(sim: Simulator, names: list[str]) -> Measure:
 
 def make_poller(sim: Simulator, concurrency: int) -> Poller:
     settings = load_settings(overrides={"max_concurrent_requests": concurrency})
-    factory = client_factory(settings.request_timeout_seconds, settings.retry_budget_seconds, concurrency,
-                             host=sim.url, token=DEMO_TOKEN, auth_type="pat")
-    return Poller(DatabricksSource(factory), settings)
+    return Poller(databricks_source(settings, host=sim.url, token=DEMO_TOKEN, auth_type="pat"), settings)
 
 
 def checked_poll(poller: Poller, n: int, what: str) -> Snapshot:
@@ -606,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
               "Install it (Debian/Ubuntu, as root): apt-get update && apt-get install prometheus", file=sys.stderr)
         return 2
     clean_environment()
+    limit_malloc_arenas()  # as the daemon does at start
     try:
         goals = run(args, prometheus)
     except BenchError as exc:

@@ -23,7 +23,8 @@ from .sources.databricks import DatabricksSource, client_factory
 log = logging.getLogger(__name__)
 
 
-def _source(settings: Settings, **auth: object) -> DatabricksSource:
+def databricks_source(settings: Settings, **auth: object) -> DatabricksSource:
+    """The Databricks source as `run` builds it: timeouts, retry budget, pool and caps from the settings."""
     factory = client_factory(settings.request_timeout_seconds, settings.retry_budget_seconds,
                              settings.max_concurrent_requests, **auth)
     return DatabricksSource(factory, timeout_s=settings.request_timeout_seconds,
@@ -33,7 +34,7 @@ def _source(settings: Settings, **auth: object) -> DatabricksSource:
 
 def _poll_once(settings: Settings) -> Snapshot | None:
     """One poll of the configured workspace, or None (reported on stderr) if it could not be listed."""
-    source = _source(settings, host=settings.databricks.host, profile=settings.databricks.profile)
+    source = databricks_source(settings, host=settings.databricks.host, profile=settings.databricks.profile)
     poller = Poller(source, settings)
     try:
         snap = poller.poll()
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     sinks = _sinks(settings)
     if sinks is None:
         return 2
-    source = _source(settings, host=settings.databricks.host, profile=settings.databricks.profile)
+    source = databricks_source(settings, host=settings.databricks.host, profile=settings.databricks.profile)
     daemon = Daemon(settings, source, sinks=sinks).start()
     run_until_signalled(daemon.stop)
     return 0
@@ -161,7 +162,7 @@ def demo(args: argparse.Namespace, settings: Settings) -> int:
     workspace = build_demo_workspace(minute_seconds=args.minute_seconds)
     sim_host, sim_port = parse_listen(args.simulator_listen)
     simulator = SimulatorServer(workspace, sim_host, sim_port).start()
-    source = _source(settings, host=simulator.url, token=DEMO_TOKEN, auth_type="pat")
+    source = databricks_source(settings, host=simulator.url, token=DEMO_TOKEN, auth_type="pat")
     # Bodies without sample timestamps are keyed by the clock; in the demo that is the published simulated minute.
     daemon = Daemon(settings, source, minute_clock=lambda: workspace.timestamp_ms(workspace.current_minute) / 1000,
                     sinks=sinks).start()

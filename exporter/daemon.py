@@ -14,7 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from .config import Settings, parse_listen
-from .memory import freeze_long_lived, release_free_memory
+from .memory import freeze_long_lived, limit_malloc_arenas, release_free_memory
 from .pipeline.poller import Poller
 from .sinks import SnapshotSink
 from .sinks.http import HttpServer, make_app
@@ -85,6 +85,7 @@ class Daemon:
             release_free_memory()
 
     def start(self) -> Daemon:
+        limit_malloc_arenas()  # before the HTTP and poll threads start
         freeze_long_lived()  # the imports' objects
         for sink in self.sinks:
             sink.start()

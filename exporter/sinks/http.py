@@ -107,9 +107,9 @@ def make_app(exposition: Exposition, snapshot: Callable[[], Snapshot]) -> Callab
             names = parse_qs(environ.get("QUERY_STRING", "")).get("name[]")
             if names:
                 body, content_type = exposition.filtered(names, environ.get("HTTP_ACCEPT"), gzip_ok)
-            else:
-                body, content_type = exposition.body(environ.get("HTTP_ACCEPT"), gzip_ok)
-            return _reply(start_response, "200 OK", body, content_type, gzip_ok)
+                return _reply(start_response, "200 OK", body, content_type, gzip_ok)
+            chunks, content_type = exposition.chunks(environ.get("HTTP_ACCEPT"), gzip_ok)
+            return _reply(start_response, "200 OK", chunks, content_type, gzip_ok)
         if path == "/healthz":
             return _reply(start_response, "200 OK", b"ok\n")
         if path == "/readyz":
@@ -125,13 +125,14 @@ def make_app(exposition: Exposition, snapshot: Callable[[], Snapshot]) -> Callab
     return app
 
 
-def _reply(start_response: Callable, status: str, body: bytes, content_type: str = "text/plain; charset=utf-8",
-           gzipped: bool = False) -> list[bytes]:
-    headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+def _reply(start_response: Callable, status: str, body: bytes | list[bytes],
+           content_type: str = "text/plain; charset=utf-8", gzipped: bool = False) -> list[bytes]:
+    chunks = body if isinstance(body, list) else [body]
+    headers = [("Content-Type", content_type), ("Content-Length", str(sum(len(c) for c in chunks)))]
     if gzipped:
         headers += [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
     start_response(status, headers)
-    return [body]
+    return chunks
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):

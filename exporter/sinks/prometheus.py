@@ -203,10 +203,16 @@ class Exposition:
     def body(self, accept: str | None = None, gzip_ok: bool = False) -> tuple[bytes, str]:
         """The /metrics body for an Accept header (content negotiation as prometheus_client's), gzipped
         when `gzip_ok`, and its content type."""
+        chunks, content_type = self.chunks(accept, gzip_ok)
+        return b"".join(chunks), content_type
+
+    def chunks(self, accept: str | None = None, gzip_ok: bool = False) -> tuple[list[bytes], str]:
+        """`body` as the cached snapshot part and the live part, to be sent one after the other: joining
+        them would copy megabytes per scrape (and glibc keeps such copies per HTTP thread's arena)."""
         encoder, content_type = choose_encoder(accept or "")
         _, _, head, head_gz = self._rendered(self._snapshot(), encoder, content_type)
         tail = encoder(self._live)  # ends with "# EOF" in OpenMetrics
-        return (head_gz + gzip.compress(tail, GZIP_LEVEL) if gzip_ok else head + tail), content_type
+        return ([head_gz, gzip.compress(tail, GZIP_LEVEL)] if gzip_ok else [head, tail]), content_type
 
     def filtered(self, names: list[str], accept: str | None = None, gzip_ok: bool = False) -> tuple[bytes, str]:
         """Only the samples with the given names (`name[]`), rendered afresh: a rare debugging query."""
