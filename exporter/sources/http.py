@@ -123,7 +123,10 @@ class HttpClient:
                 response = await self._attempt(url, headers, budget, max_body, cut_by_deadline=budget < timeout_s)
             except FetchError as exc:
                 status = getattr(exc, "status", None)  # set when an answer came and its body was refused
-                self.usage.count(call, exc.reason if status is None else ApiUsage.outcome(status))
+                if status is not None:
+                    self.usage.count(call, ApiUsage.outcome(status))
+                else:  # no answer: cut by the request timeout or the caller's deadline, or the connection failed
+                    self.usage.count(call, "connection" if exc.reason == "connection" else "timeout")
                 if exc.reason == "connection" and not retried_connection and deadline - time.monotonic() > 0:
                     retried_connection = True  # a pooled connection the server had closed: once, at once
                     self.usage.retry(call)
