@@ -58,10 +58,9 @@ class HttpClient:
         self._user_agent = user_agent
         self._rng = rng or random.Random()
         self._proxies: dict[tuple[str, str], str | None] = {}
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="http-loop", daemon=True)
+        self.loop = asyncio.new_event_loop()  # fetch() runs on it; the poller schedules its workers there
+        self._thread = threading.Thread(target=self.loop.run_forever, name="http-loop", daemon=True)
         self._thread.start()
-        self.loop = self._loop
         self._session = self.run(self._open(), timeout=30)
 
     async def _open(self) -> aiohttp.ClientSession:
@@ -81,15 +80,15 @@ class HttpClient:
         return session
 
     def close(self) -> None:
-        if self._loop.is_closed():
+        if self.loop.is_closed():
             return
         try:
             self.run(self._session.close(), timeout=5)
         except Exception:  # closing is best effort
             log.debug("closing the HTTP session failed", exc_info=True)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
-        self._loop.close()
+        self.loop.close()
 
     def get(self, url: str, headers: Mapping[str, str], *, call: str, timeout_s: float, deadline: float,
             max_body: int) -> Response:
@@ -101,7 +100,7 @@ class HttpClient:
 
     def run(self, coro, timeout: float):  # type: ignore[no-untyped-def]
         """Run a coroutine on the client's loop from another thread and wait for its result."""
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result(timeout)
         except TimeoutError:  # the coroutine bounds itself; this is a last resort against a stuck loop
