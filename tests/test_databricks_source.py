@@ -17,12 +17,15 @@ import gzip
 import hashlib
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import Message
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
@@ -1446,3 +1449,20 @@ def test_a_source_that_never_fetched_starts_no_thread():
     source.list_endpoints()
     assert http_loop_threads() - before == set()
     source.close()
+
+
+def test_the_daemon_imports_the_sdk_without_its_service_modules_and_the_sdk_still_works_whole():
+    """sources/databricks/sdk.py: the SDK's core without the ~37 MiB of service modules its package
+    __init__ imports; another user of the package in the same process still gets all of it."""
+    code = (
+        "import sys, exporter.daemon, exporter.commands\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('databricks.sdk.service.'))\n"
+        "print('serving' in ' '.join(loaded), 'WorkspaceClient' in vars(sys.modules['databricks.sdk']))\n"
+        "from databricks.sdk import WorkspaceClient\n"
+        "import databricks.sdk\n"
+        "print(WorkspaceClient.__module__, databricks.sdk.WorkspaceClient is WorkspaceClient,\n"
+        "      'databricks.sdk.service.serving' in sys.modules)\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n")[:2] == ["False False", "databricks.sdk True True"]

@@ -16,20 +16,19 @@ from typing import Any
 
 import requests
 import urllib3
-from databricks.sdk import WorkspaceClient
-from databricks.sdk.config import Config
 from databricks.sdk.errors import DatabricksError
 from databricks.sdk.errors.platform import STATUS_CODE_MAPPING
 
 from ..base import FetchError
+from .sdk import Config, SdkClient
 
 
 def client_factory(timeout_s: float, retry_budget_s: float, pool_size: int,
-                   **auth: Any) -> Callable[[], WorkspaceClient]:
+                   **auth: Any) -> Callable[[], SdkClient]:
     """A factory for SDK clients sized for our pool. `auth` goes to the SDK unchanged (host, profile, or
     explicit credentials for the demo); whatever is not given comes from the SDK's environment/profile."""
 
-    def factory() -> WorkspaceClient:
+    def factory() -> SdkClient:
         config = Config(
             **{k: v for k, v in auth.items() if v is not None},
             http_timeout_seconds=timeout_s,
@@ -37,7 +36,7 @@ def client_factory(timeout_s: float, retry_budget_s: float, pool_size: int,
             max_connection_pools=pool_size + 2,
             max_connections_per_pool=pool_size + 2,
         )
-        client = WorkspaceClient(config=config)
+        client = SdkClient.of(config)
         _size_plain_http_pool(client, pool_size + 2)  # + the list call and a token refresh beside the workers
         return client
 
@@ -81,7 +80,7 @@ def status_error(status: int, body: bytes, path: str) -> FetchError:
 _ERROR_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,79}")
 
 
-def on_each_response(client: WorkspaceClient, hook: Callable[[requests.Response], None]) -> None:
+def on_each_response(client: SdkClient, hook: Callable[[requests.Response], None]) -> None:
     """Call `hook` with every HTTP response the SDK's session receives, its own retries included."""
     session = getattr(getattr(client.api_client, "_api_client", None), "_session", None)
     if isinstance(session, requests.Session):
@@ -119,7 +118,7 @@ def host_label(host: str | None) -> str | None:
     return host.split("://", 1)[-1].rstrip("/") if host else None
 
 
-def _size_plain_http_pool(client: WorkspaceClient, pool_size: int) -> None:
+def _size_plain_http_pool(client: SdkClient, pool_size: int) -> None:
     """The SDK sizes its connection pool for https only; a plain-http host (a local simulator or
     proxy) would otherwise fall back to requests' 10 connections and churn under concurrency."""
     session = getattr(getattr(client.api_client, "_api_client", None), "_session", None)

@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import DatabricksError, Unauthenticated
 
 from ... import __version__
@@ -29,6 +28,7 @@ from ..http import HttpClient
 from .client import fetch_error, host_label, on_each_response, redact, status_error
 from .endpoints import PLATFORM, endpoint_from_json
 from .metrics import observe
+from .sdk import SdkClient
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,12 @@ class DatabricksSource:
     platform = PLATFORM
     refresh_seconds = REFRESH_SECONDS
 
-    def __init__(self, client_factory: Callable[[], WorkspaceClient], *, timeout_s: float = 10.0,
+    def __init__(self, client_factory: Callable[[], SdkClient], *, timeout_s: float = 10.0,
                  retry_budget_s: float = 30.0, pool_size: int = 16, max_body_bytes: int = MAX_BODY_BYTES,
                  max_entities: int = 50):
         self._factory = client_factory
         self._lock = threading.Lock()
-        self._built: tuple[WorkspaceClient, int] | None = None  # the SDK client and its generation (+1 per rebuild)
+        self._built: tuple[SdkClient, int] | None = None  # the SDK client and its generation (+1 per rebuild)
         self._headers: tuple[int, float, dict[str, str]] | None = None  # (generation, read at, auth headers)
         self._http_client: HttpClient | None = None
         self._timeout_s = timeout_s
@@ -129,7 +129,7 @@ class DatabricksSource:
         headers = self._fresh_headers(generation) or await loop.run_in_executor(None, self._auth_headers, client, generation)
         return await self._read_metrics(name, deadline, client, generation, headers)
 
-    async def _read_metrics(self, name: str, deadline: float | None, client: WorkspaceClient, generation: int,
+    async def _read_metrics(self, name: str, deadline: float | None, client: SdkClient, generation: int,
                             headers: dict[str, str]) -> tuple[bytes, str]:
         path = f"{API}/{quote(name, safe='')}/metrics"
         if deadline is None:
@@ -192,7 +192,7 @@ class DatabricksSource:
             return cached[2]
         return None
 
-    def _auth_headers(self, client: WorkspaceClient, generation: int) -> dict[str, str]:
+    def _auth_headers(self, client: SdkClient, generation: int) -> dict[str, str]:
         """The SDK's current auth headers (it refreshes OAuth tokens before they expire). A changed
         Authorization header is counted as one token call: the SDK makes them outside our view."""
         try:
@@ -217,7 +217,7 @@ class DatabricksSource:
                 self._http_client = HttpClient(self.usage, self._pool_size, f"serving-exporter/{__version__}")
             return self._http_client
 
-    def _current(self) -> tuple[WorkspaceClient, int]:
+    def _current(self) -> tuple[SdkClient, int]:
         built = self._built
         if built is not None:
             return built
@@ -232,7 +232,7 @@ class DatabricksSource:
             if generation == seen_generation:  # another thread may have done it already
                 self._built = (self._build(), generation + 1)
 
-    def _build(self) -> WorkspaceClient:
+    def _build(self) -> SdkClient:
         try:
             client = self._factory()
         except Exception as exc:  # the SDK raises ValueError for missing or rejected credentials; it masks secrets
