@@ -50,6 +50,8 @@ def _defer_package_init() -> None:
     module.__path__ = list(spec.submodule_search_locations)
     module.__package__ = PACKAGE
     sys.modules[PACKAGE] = module
+    parent, _, child = PACKAGE.rpartition(".")
+    setattr(sys.modules[parent], child, module)  # as the import system does for a package it loads
 
 
 _defer_package_init()
