@@ -35,7 +35,10 @@ _VALUE = r'[\x20\x21\x23-\x5b\x5d-\x7e]*(?:\\[\\n"][\x20\x21\x23-\x5b\x5d-\x7e]*
 _LABEL = rf'[a-zA-Z_][a-zA-Z0-9_]*="{_VALUE}"'
 # Every number float() reads the same way as the reference's int()-then-float(); nothing else.
 _NUMBER = r"[-+]?(?:[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?|Inf|inf|NaN|nan)"
-_SAMPLE = re.compile(rf"({_NAME})(?:\{{((?:{_LABEL},)*(?:{_LABEL})?)\}})? ({_NUMBER})(?: ({_NUMBER}))?")
+# A sample line of the subset is `NAME{LABELS} NUMBER[ NUMBER]` (or without `{LABELS}`), one space apart,
+# which fast_samples checks piece by piece.
+_LABELS = re.compile(rf"(?:{_LABEL},)*(?:{_LABEL})?")
+_NUMBER_RE = re.compile(_NUMBER)
 _PAIR = re.compile(rf'([a-zA-Z_][a-zA-Z0-9_]*)="({_VALUE})"')
 _VALID_NAME = re.compile(_NAME)
 _ESCAPE = re.compile(r'\\[\\n"]')
@@ -46,6 +49,7 @@ _TYPES = frozenset({"gauge", "histogram", "summary", "gaugehistogram", "unknown"
 # remembered (bounded; emptied when full). The label dicts are shared between samples: read them, never change them.
 _CACHE_SIZE = 8192
 _comments: dict[str, bool] = {}
+_names: dict[str, bool] = {}
 _label_sets: dict[str, dict[str, str] | None] = {}
 
 
@@ -79,34 +83,64 @@ def reference_samples(body: str, openmetrics: bool = False) -> list[Sample]:
 
 def fast_samples(body: str) -> list[Sample] | None:
     """The samples of a body inside the subset, exactly as the reference text parser gives them;
-    None when the body is outside the subset (or empty of samples) and the reference must decide."""
+    None when the body is outside the subset (or empty of samples) and the reference must decide.
+
+    A sample line is accepted only when it is whole in the subset's grammar, checked piece by piece with
+    string methods (a regex over every line cost half the parse): the name and the label text are
+    checked once per distinct text (they repeat across samples, endpoints and polls) and the numbers
+    with `isdigit`, or `_NUMBER` for anything but plain digits. The label text ends at the line's last
+    `}`: after it come only numbers."""
     found: list[Sample] = []
-    match = _SAMPLE.fullmatch
+    append = found.append
+    comments, names, label_sets = _comments, _names, _label_sets
     try:
         for line in body.split("\n"):
             line = line.strip(" ")
             if not line:
                 continue
             if line[0] == "#":
-                verdict = _comments.get(line)
+                verdict = comments.get(line)
                 if verdict is None:
-                    verdict = _remember(_comments, line, _comment_in_subset(line))
+                    verdict = _remember(comments, line, _comment_in_subset(line))
                 if not verdict:
                     return None
                 continue
-            m = match(line)
-            if m is None:
+            if not (line.isascii() and line.isprintable()):
                 return None
-            name, labels_text, value, timestamp = m.groups()
-            if labels_text:
-                labels = _label_sets.get(labels_text, False)
+            brace = line.find("{")
+            if brace < 0:
+                name, _, rest = line.partition(" ")
+                labels = {}
+            else:
+                close = line.rfind("}")
+                if close < brace or line[close + 1:close + 2] != " ":
+                    return None
+                name, labels_text, rest = line[:brace], line[brace + 1:close], line[close + 2:]
+                labels = label_sets.get(labels_text, False) if labels_text else {}
                 if labels is False:
-                    labels = _remember(_label_sets, labels_text, _labels(labels_text))
+                    labels = _remember(label_sets, labels_text, _labels(labels_text))
                 if labels is None:
                     return None
+            valid = names.get(name)
+            if valid is None:
+                valid = _remember(names, name, _VALID_NAME.fullmatch(name) is not None)
+            if not valid:
+                return None
+            value, _, timestamp = rest.partition(" ")
+            if value.isdigit():
+                number = int(value)
+            elif _NUMBER_RE.fullmatch(value):
+                number = _number(value)
             else:
-                labels = {}
-            found.append((name, labels, _number(value), _number(timestamp) / 1000 if timestamp else None))
+                return None
+            if not timestamp:
+                append((name, labels, number, None))
+            elif timestamp.isdigit():
+                append((name, labels, number, int(timestamp) / 1000))
+            elif _NUMBER_RE.fullmatch(timestamp):
+                append((name, labels, number, _number(timestamp) / 1000))
+            else:
+                return None
     except (ValueError, OverflowError, ZeroDivisionError):  # e.g. a huge integer timestamp: the reference decides
         return None
     return found or None
@@ -120,7 +154,10 @@ def _remember(cache: dict, key: str, value):  # type: ignore[no-untyped-def]
 
 
 def _labels(text: str) -> dict[str, str] | None:
-    """The label set of a sample, or None where the reference's rules apply (reserved or duplicate names)."""
+    """The label set of a sample, or None outside the subset or where the reference's rules apply
+    (reserved or duplicate names)."""
+    if not _LABELS.fullmatch(text):
+        return None
     labels: dict[str, str] = {}
     pairs = _PAIR.findall(text)
     for key, value in pairs:

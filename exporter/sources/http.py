@@ -1,14 +1,20 @@
-"""The per-endpoint hot path: GETs on one asyncio event loop with one pooled aiohttp session.
+"""The per-endpoint hot path: GETs on one asyncio event loop over pooled keep-alive connections.
 
-Measured against requests (the Databricks SDK's stack) and urllib3 on worker threads
-(bench/http_candidates.py), aiohttp on one loop costs a half to a quarter of the CPU per call:
-its HTTP parser is C, and there is no GIL contention on a shared connection-pool queue.
+Measured side by side (bench/http_candidates.py), CPU per call: requests (the Databricks SDK's
+stack) about 1 ms, urllib3 on worker threads about 0.57 ms, aiohttp on one loop about 0.3 ms, and
+an asyncio protocol with httptools' parser (llhttp, Node's C parser, as uvicorn uses it) about
+0.1 ms: aiohttp's per-request machinery (request and response objects, tracing hooks, cookie and
+header handling, its connector's bookkeeping) was half of a poll's CPU. So each call here is one
+prebuilt request written to a pooled connection and one answer parsed in C; TLS is asyncio's, with
+the CA bundle requests would use; HTTP(S)_PROXY/NO_PROXY are honoured as requests honours them
+(absolute-form requests through an http proxy, a CONNECT tunnel for https).
+
 The poller runs its fetches as coroutines on the client's loop (`fetch`), so a poll has no thread
 hand-off per call; `get` is the same for a caller on another thread, blocking that thread only.
 
 Every call is bounded as a whole: one deadline covers connecting, the headers and the whole
 body, so a server that trickles a byte at a time is cut at the request timeout, not at the
-first silent read. The body is read in chunks up to a cap (also when it arrives compressed).
+first silent read. The body is read up to a cap as it arrives (also when it arrives compressed).
 429 and 503 are retried, honouring Retry-After, else with exponential backoff and full jitter,
 never past the caller's deadline; a connection the server closed is retried once at once.
 """
@@ -16,6 +22,7 @@ never past the caller's deadline; a connection the server closed is retried once
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import logging
 import os
@@ -26,11 +33,10 @@ import time
 import urllib.request
 import zlib
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
-import aiohttp
-import yarl
+import httptools
 
 from .base import ApiUsage, FetchError
 
@@ -39,56 +45,58 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 503})
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 10.0
-CHUNK = 64 * 1024
+KEEPALIVE_S = 15.0  # an idle connection older than this is closed rather than reused (aiohttp's default too)
+MAX_HEADER_BYTES = 64 * 1024  # the status line and headers of one answer
 
 
 @dataclass(frozen=True)
 class Response:
     status: int
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # names in lower case
     body: bytes
 
 
+@dataclass(frozen=True)
+class _Target:
+    """Where a URL's requests go: the connection's key in the pool, and the request's first lines."""
+
+    scheme: str
+    host: str
+    port: int
+    proxy: tuple[str, str, int, str | None] | None  # (scheme, host, port, Proxy-Authorization)
+    head: bytes  # "GET <target> HTTP/1.1\r\nHost: ...\r\n"; the caller's headers follow
+
+
 class HttpClient:
-    """A pooled HTTP client on its own event-loop thread. `get` is thread-safe and blocking."""
+    """A pooled HTTP/1.1 client on its own event-loop thread. `get` is thread-safe and blocking."""
 
     def __init__(self, usage: ApiUsage, pool_size: int, user_agent: str, rng: random.Random | None = None):
         self.usage = usage
         self._pool_size = pool_size
-        self._user_agent = user_agent
         self._rng = rng or random.Random()
+        self._common = f"User-Agent: {user_agent}\r\nAccept-Encoding: gzip\r\n"
+        self._targets: dict[str, _Target] = {}
         self._proxies: dict[tuple[str, str], str | None] = {}
+        self._idle: dict[tuple, list[tuple[float, _Connection]]] = {}
+        self._ssl = _ssl_context()
         self.loop = asyncio.new_event_loop()  # fetch() runs on it; the poller schedules its workers there
+        self._slots = asyncio.Semaphore(pool_size)  # bound to self.loop at first use
         self._thread = threading.Thread(target=self.loop.run_forever, name="http-loop", daemon=True)
         self._thread.start()
-        self._session = self.run(self._open(), timeout=30)
-
-    async def _open(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=self._pool_size, ssl=_ssl_context(), ttl_dns_cache=60,
-                                         enable_cleanup_closed=True)
-        # Decompression is ours (bounded), so a gzip bomb cannot inflate past the body cap. Proxies are ours too
-        # (_proxy_for): aiohttp's trust_env re-reads the environment and ~/.netrc on a thread at every request.
-        # Per request, aiohttp would also keep cookies and arm a timer of its own: neither is needed (no API
-        # here sets cookies; asyncio.timeout bounds each attempt), and both cost CPU on the hot path.
-        session = aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-                                        timeout=aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None),
-                                        headers={"User-Agent": self._user_agent, "Accept-Encoding": "gzip"})
-        # aiohttp re-sends an idempotent request once, uncounted, when a pooled connection was closed. Ours
-        # does the same, counted (no public switch for it; without the attribute, retries happen twice).
-        if hasattr(session, "_retry_connection"):
-            session._retry_connection = False
-        return session
 
     def close(self) -> None:
         if self.loop.is_closed():
             return
-        try:
-            self.run(self._session.close(), timeout=5)
-        except Exception:  # closing is best effort
-            log.debug("closing the HTTP session failed", exc_info=True)
+        self.loop.call_soon_threadsafe(self._close_idle)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
         self.loop.close()
+
+    def _close_idle(self) -> None:
+        for idle in self._idle.values():
+            for _, conn in idle:
+                conn.close()
+        self._idle.clear()
 
     def get(self, url: str, headers: Mapping[str, str], *, call: str, timeout_s: float, deadline: float,
             max_body: int) -> Response:
@@ -110,7 +118,8 @@ class HttpClient:
     async def fetch(self, url: str, headers: Mapping[str, str], *, call: str, timeout_s: float, deadline: float,
                     max_body: int) -> Response:
         """`get` as a coroutine, on this client's loop."""
-        headers = dict(headers)
+        target = self._targets.get(url) or self._target(url)
+        request = b"".join((target.head, _header_lines(headers), self._common.encode(), b"\r\n"))
         retried_connection = False
         attempt = 0
         while True:
@@ -119,7 +128,7 @@ class HttpClient:
             if budget <= 0:
                 raise FetchError("deadline", f"{call}: no time left for the request")
             try:
-                response = await self._attempt(url, headers, budget, max_body, cut_by_deadline=budget < timeout_s)
+                response = await self._attempt(target, request, budget, max_body, cut_by_deadline=budget < timeout_s)
             except FetchError as exc:
                 status = getattr(exc, "status", None)  # set when an answer came and its body was refused
                 if status is not None:
@@ -143,59 +152,286 @@ class HttpClient:
             attempt += 1
             await asyncio.sleep(wait)
 
-    async def _attempt(self, url: str, headers: dict[str, str], budget: float, max_body: int,
+    async def _attempt(self, target: _Target, request: bytes, budget: float, max_body: int,
                        cut_by_deadline: bool) -> Response:
+        conn = None
         try:
             async with asyncio.timeout(budget):
-                async with self._session.get(yarl.URL(url, encoded=True), headers=headers, allow_redirects=False,
-                                             proxy=self._proxy_for(url)) as resp:
-                    try:
-                        body = await _read(resp, max_body)
-                    except FetchError as exc:
-                        exc.status = resp.status  # type: ignore[attr-defined]
-                        raise
-                    return Response(resp.status, resp.headers, body)
+                async with self._slots:
+                    conn = self._reuse(target) or await self._connect(target)
+                    response = await conn.exchange(request, max_body)
+            if conn.reusable:
+                idle = self._idle.setdefault(_key(target), [])
+                idle.append((time.monotonic(), conn))
+                if len(idle) > self._pool_size:
+                    idle.pop(0)[1].close()
+            else:
+                conn.close()
+            return response
         except TimeoutError:
+            if conn is not None:
+                conn.close()  # an answer may be half read: never reuse the connection
             if cut_by_deadline:  # the caller's deadline (the poll's) came first
                 raise FetchError("deadline", f"no complete answer before the deadline ({budget:.3g}s)") from None
             raise FetchError("timeout", f"no complete answer within {budget:.3g}s") from None
-        except aiohttp.ClientPayloadError as exc:
-            raise FetchError("connection", f"body cut short: {_cause(exc)}") from None
-        except aiohttp.ServerDisconnectedError:
-            raise FetchError("connection", "server closed the connection") from None
-        except aiohttp.ClientConnectorError as exc:
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+
+    def _reuse(self, target: _Target) -> _Connection | None:
+        idle = self._idle.get(_key(target))
+        now = time.monotonic()
+        while idle:
+            since, conn = idle.pop()
+            if conn.open and now - since < KEEPALIVE_S:
+                return conn
+            conn.close()
+        return None
+
+    async def _connect(self, target: _Target) -> _Connection:
+        loop = asyncio.get_running_loop()
+        proxy = target.proxy
+        try:
+            if proxy is None:
+                _, conn = await loop.create_connection(
+                    _Connection, target.host, target.port,
+                    ssl=self._ssl if target.scheme == "https" else None,
+                    server_hostname=target.host if target.scheme == "https" else None)
+                return conn
+            scheme, host, port, authorization = proxy
+            transport, conn = await loop.create_connection(
+                _Connection, host, port, ssl=self._ssl if scheme == "https" else None,
+                server_hostname=host if scheme == "https" else None)
+            if target.scheme == "http":
+                return conn  # absolute-form requests through the proxy
+            await conn.tunnel(f"{target.host}:{target.port}", authorization)
+            tls = await loop.start_tls(transport, conn, self._ssl, server_hostname=target.host)
+            if tls is None:
+                raise ConnectionError("TLS through the proxy failed")
+            conn.transport = tls
+            return conn
+        except ssl.SSLError as exc:
+            raise FetchError("connection", f"TLS: {_cause(exc)}") from None
+        except (OSError, ConnectionError) as exc:
             raise FetchError("connection", f"cannot connect: {_cause(exc)}") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise FetchError("connection", f"{type(exc).__name__}: {_cause(exc)}") from None
 
-
-    def _proxy_for(self, url: str) -> str | None:
-        """HTTP(S)_PROXY unless NO_PROXY exempts the host, as requests (and so the SDK) decide; once per host."""
+    def _target(self, url: str) -> _Target:
+        """The request line and Host of a URL, and its proxy, worked out once per URL (a poll repeats them)."""
         parts = urlsplit(url)
-        key = (parts.scheme, parts.netloc)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {scheme}://...")
+        port = parts.port or (443 if scheme == "https" else 80)
+        host = parts.hostname
+        host_header = parts.netloc.rpartition("@")[2]
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        proxy_url = self._proxy_for(scheme, parts.netloc, host)
+        proxy = None
+        if proxy_url:
+            p = urlsplit(proxy_url if "://" in proxy_url else "http://" + proxy_url)
+            authorization = None
+            if p.username is not None:
+                credentials = f"{unquote(p.username)}:{unquote(p.password or '')}".encode()
+                authorization = "Basic " + base64.b64encode(credentials).decode()
+            proxy = (p.scheme.lower() or "http", p.hostname or "", p.port or (443 if p.scheme == "https" else 80),
+                     authorization)
+            if scheme == "http":
+                path = f"{scheme}://{host_header}{path}"  # absolute form: the proxy forwards it
+                if authorization:
+                    host_header += f"\r\nProxy-Authorization: {authorization}"
+        head = f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\n"
+        _check_header_text(head)
+        target = _Target(scheme, host, port, proxy, head.encode())
+        if len(self._targets) >= 16384:
+            self._targets.clear()
+        self._targets[url] = target
+        return target
+
+    def _proxy_for(self, scheme: str, netloc: str, host: str) -> str | None:
+        """HTTP(S)_PROXY unless NO_PROXY exempts the host, as requests (and so the SDK) decide; once per host."""
+        key = (scheme, netloc)
         if key not in self._proxies:
-            bypass = urllib.request.proxy_bypass_environment(parts.hostname or "")
-            self._proxies[key] = None if bypass else urllib.request.getproxies_environment().get(parts.scheme)
+            bypass = urllib.request.proxy_bypass_environment(host)
+            self._proxies[key] = None if bypass else urllib.request.getproxies_environment().get(scheme)
         return self._proxies[key]
 
 
-async def _read(resp: aiohttp.ClientResponse, max_body: int) -> bytes:
-    """The body, decompressed when gzip/deflate, at most `max_body` bytes (FetchError too_large past it)."""
-    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
-    if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
-        raise FetchError("bad_response", f"unsupported Content-Encoding {encoding[:40]!r}")
-    inflate = _Inflate() if encoding not in ("", "identity") else None
-    chunks, size = [], 0
-    async for chunk in resp.content.iter_chunked(CHUNK):
-        if inflate is not None:
-            chunk = inflate.feed(chunk, max_body + 1 - size)
-        size += len(chunk)
-        if size > max_body:
-            raise FetchError("too_large", f"body exceeds {max_body} bytes")
-        chunks.append(chunk)
-    if inflate is not None:
-        inflate.finish()
-    return b"".join(chunks)
+def _key(target: _Target) -> tuple:
+    return (target.scheme, target.host, target.port, target.proxy)
+
+
+def _header_lines(headers: Mapping[str, str]) -> bytes:
+    text = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    _check_header_text(text)
+    return text.encode("latin-1")
+
+
+def _check_header_text(text: str) -> None:
+    """A line break inside a header or the URL would inject headers or a second request: refused."""
+    rest = text.replace("\r\n", "")
+    if "\r" in rest or "\n" in rest:
+        raise ValueError("a request header or URL contains a line break")
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: writes a request, parses the answer as it arrives (httptools), and
+    keeps at most `max_body` bytes of its body, decompressed."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.open = False
+        self.reusable = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future | None = None
+        self._reset(0)
+
+    def _reset(self, max_body: int) -> None:
+        self._max_body = max_body
+        self._headers: dict[str, str] = {}
+        self._header_bytes = 0
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._inflate: _Inflate | None = None
+        self._status = 0
+        self._started = False
+        self._error: FetchError | None = None
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+        self.transport = transport
+        self.open = True
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None or self._waiter.done():
+            self.close()  # nothing asked for: a server talking out of turn
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(FetchError("bad_response", "unexpected protocol upgrade"))
+        except httptools.HttpParserError as exc:
+            if self._error is None:
+                self._fail(FetchError("connection", f"malformed HTTP answer: {_cause(exc)}"))
+            else:  # ours, from a callback: an answer came, and its status is counted
+                self._error.status = self._status  # type: ignore[attr-defined]
+                self._fail(self._error)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        self.reusable = False
+        if self._waiter is None or self._waiter.done():
+            return
+        if self._status and exc is None and self._delimited_by_close():
+            try:  # the body ends with the connection (no length, not chunked): complete now
+                self.on_message_complete()
+            except httptools.HttpParserError:
+                self._fail(self._error or FetchError("connection", "body cut short"))
+        elif self._started:
+            self._fail(FetchError("connection", "body cut short" + (f": {_cause(exc)}" if exc else "")))
+        else:
+            self._fail(FetchError("connection", "server closed the connection"))
+
+    def _delimited_by_close(self) -> bool:
+        return "content-length" not in self._headers and "chunked" not in self._headers.get("transfer-encoding", "")
+
+    # -- httptools callbacks
+    def on_message_begin(self) -> None:
+        self._started = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._error = FetchError("bad_response", f"headers exceed {MAX_HEADER_BYTES} bytes")
+            raise httptools.HttpParserError("headers too large")
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
+
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+        encoding = self._headers.get("content-encoding", "").strip().lower()
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            self._inflate = _Inflate()
+        elif encoding not in ("", "identity"):
+            self._error = FetchError("bad_response", f"unsupported Content-Encoding {encoding[:40]!r}")
+            raise httptools.HttpParserError("unsupported encoding")
+
+    def on_body(self, chunk: bytes) -> None:
+        if self._inflate is not None:
+            try:
+                chunk = self._inflate.feed(chunk, self._max_body + 1 - self._size)
+            except FetchError as exc:
+                self._error = exc
+                raise httptools.HttpParserError("bad body") from None
+        self._size += len(chunk)
+        if self._size > self._max_body:
+            self._error = FetchError("too_large", f"body exceeds {self._max_body} bytes")
+            raise httptools.HttpParserError("body too large")
+        self._chunks.append(chunk)
+
+    def on_message_complete(self) -> None:
+        if self._inflate is not None:
+            try:
+                self._inflate.finish()
+            except FetchError as exc:
+                self._error = exc
+                raise httptools.HttpParserError("cut body") from None
+        self.reusable = self.open and self._parser.should_keep_alive()
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(Response(self._status, self._headers, b"".join(self._chunks)))
+
+    # -- ours
+    async def exchange(self, request: bytes, max_body: int) -> Response:
+        """Write one request and wait for its whole answer."""
+        self._reset(max_body)
+        self.reusable = False
+        self._waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)  # type: ignore[union-attr]
+        return await self._waiter
+
+    async def tunnel(self, authority: str, authorization: str | None) -> None:
+        """CONNECT through an http proxy; raises ConnectionError unless it answers 2xx."""
+        extra = f"Proxy-Authorization: {authorization}\r\n" if authorization else ""
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._tunnel_reply = b""
+        self.data_received = self._tunnel_data  # type: ignore[method-assign]
+        self.transport.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{extra}\r\n".encode())  # type: ignore[union-attr]
+        try:
+            status = await self._waiter
+        finally:
+            del self.data_received
+        if not 200 <= status < 300:
+            raise ConnectionError(f"proxy answered CONNECT with {status}")
+
+    def _tunnel_data(self, data: bytes) -> None:
+        self._tunnel_reply += data
+        if b"\r\n\r\n" in self._tunnel_reply:
+            line = self._tunnel_reply.split(b"\r\n", 1)[0].split()
+            status = int(line[1]) if len(line) > 1 and line[1].isdigit() else 0
+            if not self._waiter.done():  # type: ignore[union-attr]
+                self._waiter.set_result(status)  # type: ignore[union-attr]
+        elif len(self._tunnel_reply) > MAX_HEADER_BYTES:
+            self._fail(FetchError("connection", "proxy answer too large"))
+
+    def _fail(self, error: FetchError) -> None:
+        self.reusable = False
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        self.close()
+
+    def close(self) -> None:
+        self.open = False
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class _Inflate:
@@ -228,7 +464,7 @@ class _Inflate:
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     """Retry-After in seconds: a number of seconds or an HTTP date (RFC 9110)."""
-    value = headers.get("Retry-After")
+    value = headers.get("retry-after")
     if not value:
         return None
     value = value.strip()

@@ -24,6 +24,7 @@ from ..exposition import Sample, samples
 
 # Label names that may carry the served entity; none is confirmed by the vendor.
 ENTITY_LABELS = ("served_entity", "served_entity_name", "served_model", "served_model_name", "entity_name")
+_ENTITY_LABEL_SET = frozenset(ENTITY_LABELS)
 
 GAUGE_FIELDS = {
     "request_count_total": "requests",
@@ -106,21 +107,19 @@ class _Accumulator:
         self.sums: dict[str, float] = defaultdict(float)
         self.counts: dict[str, float] = defaultdict(float)
 
-    def add(self, name: str, value: float) -> None:
-        if name in GAUGE_FIELDS:
-            self.values[GAUGE_FIELDS[name]].append(value)
-        elif name in PERCENT_FIELDS:
-            self.values[PERCENT_FIELDS[name]].append(value / 100.0)
-
-    def add_histogram(self, base: str, suffix: str, le: str | None, value: float) -> None:
-        field_name = HISTOGRAM_FIELDS[base]
-        if suffix == "_bucket":
-            bound = _parse_le(le)
+    def add(self, kind: str, field_name: str, value: float, labels: dict[str, str]) -> None:
+        """One sample of a known metric (`_KNOWN` gives its kind and field)."""
+        if kind == "bucket":
+            bound = _parse_le(labels.get("le"))
             if bound is not None:
                 self.buckets[field_name][bound] += value
-        elif suffix == "_sum":
+        elif kind == "value":
+            self.values[field_name].append(value)
+        elif kind == "percent":
+            self.values[field_name].append(value / 100.0)
+        elif kind == "sum":
             self.sums[field_name] += value / 1000.0  # ms -> s
-        elif suffix == "_count":
+        else:  # count
             self.counts[field_name] += value
 
     def merge(self, other: _Accumulator) -> None:
@@ -172,15 +171,20 @@ def _assemble(found: Iterable[Sample], openmetrics: bool, max_entities: int) -> 
     overflow = _Accumulator()  # entities past the cap: counted for the endpoint, not exposed
     entity_label = None
     newest_ts = None
+    last_timestamp = None  # a body's samples mostly share one timestamp: converted once
     for name, labels, value, timestamp in found:
         known = _KNOWN.get(name)
         if known is None:
             continue  # unknown metric: ignored by design
-        if timestamp is not None:
+        if timestamp is not None and timestamp != last_timestamp:  # NaN is never equal: always refused
+            last_timestamp = timestamp
             ts = _timestamp_ms(timestamp)
             if newest_ts is None or ts > newest_ts:
                 newest_ts = ts
-        label, entity = _entity_of(labels) if labels else (None, None)
+        if labels and not _ENTITY_LABEL_SET.isdisjoint(labels):
+            label, entity = _entity_of(labels)
+        else:
+            label, entity = None, None
         if entity is None:
             acc = unlabelled
         else:
@@ -188,11 +192,7 @@ def _assemble(found: Iterable[Sample], openmetrics: bool, max_entities: int) -> 
             acc = by_entity.get(entity)
             if acc is None:
                 acc = overflow if len(by_entity) >= max_entities else by_entity.setdefault(entity, _Accumulator())
-        base, suffix = known
-        if suffix:
-            acc.add_histogram(base, suffix, labels.get("le"), value)
-        else:
-            acc.add(name, value)
+        acc.add(*known, value, labels)
 
     entities = {name: acc.figures() for name, acc in by_entity.items()}
     endpoint = unlabelled.figures()
@@ -212,8 +212,10 @@ def _fill_missing(primary: MinuteFigures, fallback: MinuteFigures) -> MinuteFigu
     return MinuteFigures(**values)
 
 
-# Every metric name read, to (histogram base or the name, histogram suffix or ""): one lookup per sample.
+# Every metric name read, to (kind, field): one lookup per sample.
 _KNOWN: dict[str, tuple[str, str]] = {
-    **{name: (name, "") for name in (*GAUGE_FIELDS, *PERCENT_FIELDS)},
-    **{base + suffix: (base, suffix) for base in HISTOGRAM_FIELDS for suffix in ("_bucket", "_sum", "_count")},
+    **{name: ("value", field_name) for name, field_name in GAUGE_FIELDS.items()},
+    **{name: ("percent", field_name) for name, field_name in PERCENT_FIELDS.items()},
+    **{base + "_" + kind: (kind, field_name) for base, field_name in HISTOGRAM_FIELDS.items()
+       for kind in ("bucket", "sum", "count")},
 }

@@ -150,7 +150,7 @@ class DatabricksSource:
                 continue
             if not 200 <= resp.status < 300:
                 raise status_error(resp.status, resp.body, path)
-            return resp.body, resp.headers.get("Content-Type", "")
+            return resp.body, resp.headers.get("content-type", "")
         raise AssertionError("unreachable")
 
     # -- plumbing --------------------------------------------------------
