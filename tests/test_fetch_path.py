@@ -409,3 +409,201 @@ def test_a_fetch_is_cut_at_the_poll_deadline_and_tried_again_at_the_next_poll(se
     finally:
         release.set()
         poller.close()
+
+
+# -- connections: reuse, TLS, proxies ---------------------------------------------------------------
+
+
+def test_a_connection_is_kept_alive_and_reused_across_calls(server, client):
+    ports = []
+    server.behaviours["/who"] = lambda h: (ports.append(h.client_address[1]), ok()(h))
+    for _ in range(5):
+        assert get(client, server.url + "/who").body == BODY
+    assert len(ports) == 5 and len(set(ports)) == 1  # one connection, five requests
+
+
+def test_a_connection_the_server_closes_after_its_answer_is_not_reused(server, client):
+    ports = []
+
+    def close_after(h: BaseHTTPRequestHandler) -> None:
+        ports.append(h.client_address[1])
+        ok(headers={"Connection": "close"})(h)
+        h.close_connection = True
+
+    server.behaviours["/close"] = close_after
+    for _ in range(3):
+        assert get(client, server.url + "/close").body == BODY
+    assert len(set(ports)) == 3
+    assert client.usage.totals()[1] == {}  # no retry was needed: the closed connection was never written to
+
+
+def test_a_body_delimited_by_the_connection_closing_is_read_whole(server, client):
+    def no_length(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.wfile.write(BODY)
+        h.close_connection = True
+
+    server.behaviours["/eof"] = no_length
+    assert get(client, server.url + "/eof").body == BODY
+
+
+def test_headers_are_read_case_insensitively_as_lower_case_names(server, client):
+    server.behaviours["/h"] = ok(headers={"X-Thing": "a", "Content-Type": "text/plain; version=0.0.4"})
+    response = get(client, server.url + "/h")
+    assert response.headers["x-thing"] == "a" and response.headers["content-type"].startswith("text/plain")
+
+
+def test_a_header_value_with_a_line_break_is_refused_before_sending(server, client):
+    with pytest.raises(ValueError):
+        client.get(server.url + "/x", {"Authorization": "Bearer a\r\nX-Injected: 1"}, call="metrics", timeout_s=1,
+                   deadline=time.monotonic() + 5, max_body=1 << 20)
+    assert server.requests == []
+
+
+@pytest.fixture
+def tls_server(tmp_path, monkeypatch) -> Iterator[tuple[Server, str]]:
+    """The test server behind TLS with a certificate for 127.0.0.1 from a CA made for the test; the CA's
+    bundle file path is returned for REQUESTS_CA_BUNDLE (the variable requests and so the SDK read)."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    srv = Server()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    srv.httpd.socket = context.wrap_socket(srv.httpd.socket, server_side=True)
+    srv.url = srv.url.replace("http://", "https://")
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    srv.thread.start()
+    yield srv, str(bundle)
+    srv.stop()
+
+
+def test_https_against_a_ca_bundle_from_requests_ca_bundle(tls_server, monkeypatch):
+    srv, bundle = tls_server
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", bundle)
+    http = HttpClient(ApiUsage(), pool_size=2, user_agent="test")
+    try:
+        ports = []
+        srv.behaviours["/tls"] = lambda h: (ports.append(h.client_address[1]), ok()(h))
+        assert get(http, srv.url + "/tls").body == BODY
+        assert get(http, srv.url + "/tls").body == BODY
+    finally:
+        http.close()
+    assert len(ports) == 2 and len(set(ports)) == 1  # the TLS connection was reused
+
+
+def test_https_with_an_untrusted_certificate_is_a_connection_error_that_says_tls(tls_server, monkeypatch):
+    srv, _ = tls_server
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    http = HttpClient(ApiUsage(), pool_size=2, user_agent="test")
+    try:
+        with pytest.raises(FetchError) as err:
+            get(http, srv.url + "/tls")
+    finally:
+        http.close()
+    assert err.value.reason == "connection" and "TLS" in str(err.value) and "CERTIFICATE" in str(err.value).upper()
+    assert srv.requests == []
+
+
+class ConnectProxy:
+    """A forward proxy on 127.0.0.1: GET in absolute form is answered itself (recorded), CONNECT is tunnelled."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str | None]] = []  # (method, target, Proxy-Authorization)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802
+                proxy.seen.append(("GET", self.path, self.headers.get("Proxy-Authorization")))
+                ok(b"proxied")(self)
+
+            def do_CONNECT(self) -> None:  # noqa: N802
+                proxy.seen.append(("CONNECT", self.path, self.headers.get("Proxy-Authorization")))
+                host, port = self.path.rsplit(":", 1)
+                upstream = socket.create_connection((host, int(port)), timeout=5)
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                self.wfile.flush()
+                relay(self.connection, upstream)
+                self.close_connection = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def relay(a: socket.socket, b: socket.socket) -> None:
+    import selectors
+
+    with selectors.DefaultSelector() as sel, b:
+        sel.register(a, selectors.EVENT_READ, b)
+        sel.register(b, selectors.EVENT_READ, a)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for key, _ in sel.select(0.5):
+                data = key.fileobj.recv(65536)
+                if not data:
+                    return
+                key.data.sendall(data)
+
+
+@pytest.fixture
+def proxy() -> Iterator[ConnectProxy]:
+    p = ConnectProxy()
+    yield p
+    p.stop()
+
+
+def test_http_goes_through_http_proxy_in_absolute_form_with_its_credentials(server, proxy, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", proxy.url.replace("http://", "http://user:p%40ss@"))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    http = HttpClient(ApiUsage(), pool_size=2, user_agent="test")
+    try:
+        assert get(http, server.url + "/api/x?y=1").body == b"proxied"
+    finally:
+        http.close()
+    assert proxy.seen == [("GET", server.url + "/api/x?y=1", "Basic dXNlcjpwQHNz")]  # user:p@ss
+    assert server.requests == []
+
+
+def test_https_is_tunnelled_through_the_proxy_with_connect(tls_server, proxy, monkeypatch):
+    srv, bundle = tls_server
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", bundle)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    http = HttpClient(ApiUsage(), pool_size=2, user_agent="test")
+    try:
+        assert get(http, srv.url + "/through").body == BODY
+    finally:
+        http.close()
+    assert proxy.seen == [("CONNECT", srv.url.removeprefix("https://"), None)]
+    assert [path for path, _ in srv.requests] == ["/through"]
+
+
+def test_no_proxy_exempts_a_host(server, proxy, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    http = HttpClient(ApiUsage(), pool_size=2, user_agent="test")
+    try:
+        assert get(http, server.url + "/direct").body == BODY
+    finally:
+        http.close()
+    assert proxy.seen == []

@@ -228,6 +228,7 @@ class HttpClient:
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
+        _no_line_breaks(host_header, path)
         proxy_url = self._proxy_for(scheme, parts.netloc, host)
         proxy = None
         if proxy_url:
@@ -243,7 +244,6 @@ class HttpClient:
                 if authorization:
                     host_header += f"\r\nProxy-Authorization: {authorization}"
         head = f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\n"
-        _check_header_text(head)
         target = _Target(scheme, host, port, proxy, head.encode())
         if len(self._targets) >= 16384:
             self._targets.clear()
@@ -264,15 +264,13 @@ def _key(target: _Target) -> tuple:
 
 
 def _header_lines(headers: Mapping[str, str]) -> bytes:
-    text = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    _check_header_text(text)
-    return text.encode("latin-1")
+    _no_line_breaks(*headers.keys(), *headers.values())
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("latin-1")
 
 
-def _check_header_text(text: str) -> None:
+def _no_line_breaks(*texts: str) -> None:
     """A line break inside a header or the URL would inject headers or a second request: refused."""
-    rest = text.replace("\r\n", "")
-    if "\r" in rest or "\n" in rest:
+    if any("\r" in text or "\n" in text for text in texts):
         raise ValueError("a request header or URL contains a line break")
 
 
