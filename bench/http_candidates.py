@@ -3,7 +3,9 @@
 Each candidate fetches every simulated endpoint's /metrics once per round, `--concurrency` at a time,
 from the same simulator (its own process, adding `--rtt-ms` per call). Printed: process CPU and wall per
 round and per call. Candidates whose package is not installed are skipped (aiohttp, httpx are not
-dependencies of the exporter; install them to compare).
+dependencies of the exporter; install them to compare). The last is the exporter's own client
+(exporter/sources/http.py: pooled keep-alive asyncio connections, httptools' C parser), which runs on
+its own loop thread: its CPU is the whole process's, as for the others.
 
     python bench/http_candidates.py [--endpoints 1000] [--concurrency 16] [--rounds 3] [--rtt-ms 20]
 """
@@ -62,6 +64,24 @@ def aiohttp_loop(urls: list[str], concurrency: int) -> None:
     asyncio.run(main())
 
 
+def exporter_client(urls: list[str], concurrency: int) -> None:
+    from exporter.sources.base import ApiUsage
+    from exporter.sources.http import HttpClient
+
+    global _exporter
+    _exporter = _exporter or HttpClient(ApiUsage(), pool_size=concurrency, user_agent="bench")
+
+    async def main() -> None:
+        deadline = time.monotonic() + 60
+        bodies = await asyncio.gather(*(_exporter.fetch(u, HEADERS, call="metrics", timeout_s=10, deadline=deadline,
+                                                        max_body=1 << 24) for u in urls))
+        assert all(r.body.startswith(b"# HELP") for r in bodies)
+    _exporter.run(main(), timeout=120)
+
+
+_exporter = None
+
+
 def httpx_loop(urls: list[str], concurrency: int) -> None:
     import httpx
 
@@ -75,7 +95,8 @@ def httpx_loop(urls: list[str], concurrency: int) -> None:
 
 
 CANDIDATES = {"requests (the SDK's stack)": requests_session, "urllib3 PoolManager, threads": urllib3_pool,
-              "aiohttp, one event loop": aiohttp_loop, "httpx async, one event loop": httpx_loop}
+              "aiohttp, one event loop": aiohttp_loop, "httpx async, one event loop": httpx_loop,
+              "exporter: asyncio + httptools": exporter_client}
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ Three kinds of fake:
   bearer header) and `.api_client.do(method, path, **kwargs)`, whose `do` returns or raises what a test says
   (the list and detail calls go through the SDK);
 - a real HTTP server on 127.0.0.1 (`server` fixture) for the metrics call, which goes through HttpClient
-  (aiohttp): each request gets the `Reply` a test queued (status, headers, body, or a network fault), and the
+  (asyncio + httptools): each request gets the `Reply` a test queued (status, headers, body, or a network fault), and the
   server records what it received;
 - the SDK's own `_BaseClient` (retry loop, error parser) over a canned requests adapter and a fake clock, so
   errors and retries of the list and detail calls are exactly what the installed SDK produces.

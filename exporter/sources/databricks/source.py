@@ -66,6 +66,7 @@ class DatabricksSource:
         self.usage = ApiUsage()
         self.workspace: str | None = None
         self._observed: dict[str, Observation] = {}  # each endpoint's last observation, to skip parsing a body again
+        self._listed: dict[str, tuple[dict, EndpointInfo]] = {}  # each listed endpoint's last JSON and what it read as
 
     def close(self) -> None:
         with self._lock:
@@ -84,9 +85,15 @@ class DatabricksSource:
             return []
         if not isinstance(items, list):
             raise FetchError("bad_response", f"endpoint list response: 'endpoints' is a {type(items).__name__}, not a list")
-        listed = [endpoint_from_json(item) for item in items if isinstance(item, dict) and item.get("name")]
-        names = {info.name for info in listed}
-        for gone in self._observed.keys() - names:  # a set built at once: fetches may add meanwhile
+        listed, read = [], {}
+        for item in items:
+            if isinstance(item, dict) and item.get("name"):
+                cached = self._listed.get(item["name"])  # an endpoint's JSON rarely changes between polls
+                info = cached[1] if cached is not None and cached[0] == item else endpoint_from_json(item)
+                read[info.name] = (item, info)
+                listed.append(info)
+        self._listed = read
+        for gone in self._observed.keys() - read.keys():  # a set built at once: fetches may add meanwhile
             self._observed.pop(gone, None)
         return listed
 
