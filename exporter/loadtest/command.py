@@ -20,7 +20,8 @@ from .results import LATENCY_CHECKS, StepResult, analyse, error_limit
 from .target import Target, TargetError, resolve
 
 
-def run(args: argparse.Namespace, settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, settings: Settings, stdin: TextIO | None = None, out: TextIO | None = None) -> int:
+    stdin, out = stdin or sys.stdin, out or sys.stdout
     def fail(message: str, status: int) -> int:
         print(f"serving-exporter: {message}", file=sys.stderr)
         return status
