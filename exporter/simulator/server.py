@@ -1,4 +1,4 @@
-"""HTTP front of a Workspace: the serving-endpoints REST API, OAuth, and a control API."""
+"""HTTP front of a Workspace: the serving-endpoints REST API, invocations, OAuth, and a control API."""
 
 from __future__ import annotations
 
