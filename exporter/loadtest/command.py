@@ -16,7 +16,7 @@ from typing import TextIO
 from ..config import Settings
 from . import report
 from .plan import ERROR_PAUSE_SECONDS, WARMUP_SHARE, Plan, PlanError
-from .results import LATENCY_CHECKS, StepResult, analyse, error_limit
+from .results import StepResult, analyse, knee_rule
 from .target import Target, TargetError, resolve
 
 
@@ -80,7 +80,6 @@ def describe(target: Target, plan: Plan, targets: dict[str, float | None], out_d
     """What the run will do, printed before anything is sent."""
     steps = plan.steps
     shown = ", ".join(map(str, steps)) if len(steps) <= 8 else f"{steps[0]}, {steps[1]}, ... {steps[-1]}"
-    wanted = [f"{label} <= {targets[key]:g} s" for key, _, label in LATENCY_CHECKS if targets.get(key) is not None]
     auth = f"Databricks credentials ({target.auth_type or 'from the environment'})" if target.auth == "databricks" else "none"
     return "\n".join([
         "serving-exporter loadtest: this sends real traffic to the endpoint (it is billed and it may affect its users)",
@@ -91,7 +90,7 @@ def describe(target: Target, plan: Plan, targets: dict[str, float | None], out_d
         f"  duration  at most {plan.duration_seconds:g} s (cap --max-duration {plan.max_duration_seconds:g} s)",
         f"  stops     after the first step with more than {100 * plan.stop_error_ratio:g}% errors;"
         f" a client pauses {ERROR_PAUSE_SECONDS:g} s after an error",
-        f"  knee      the highest step with {', '.join(wanted + [f'errors < {100 * error_limit(targets):g}%'])}",
+        f"  knee      the highest step with {knee_rule(targets)}",
         f"  reports   {out_dir}/ ({', '.join(report.FILES)})",
     ])
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .plan import Plan
-from .results import LATENCY_CHECKS, Analysis, error_limit
+from .results import LATENCY_CHECKS, Analysis, error_limit, knee_rule
 from .target import Target
 
 FILES = ("report.txt", "report.json", "steps.csv", "chart.png")
@@ -34,8 +34,7 @@ def text(target: Target, plan: Plan, analysis: Analysis, run: dict[str, Any], ta
     lines.append("")
     lines.append("in flight = req/s x mean latency (the clients' requests inside the endpoint, Little's law);"
                  " servers = req/s x service time (the concurrency that throughput keeps busy): the difference queues.")
-    wanted = [f"{label} <= {targets[key]:g} s" for key, _, label in LATENCY_CHECKS if targets.get(key) is not None]
-    lines.append(f"knee = the highest step, before the first that fails, with {', '.join(wanted + [f'errors < {100 * error_limit(targets):g}%'])}.")
+    lines.append(f"knee = the highest step, before the first that fails, with {knee_rule(targets)}.")
     lines.append("")
     if analysis.knee is None:
         lines.append("knee: none — no step met the targets; no recommendation")

@@ -116,6 +116,12 @@ def misses(step: StepResult, targets: dict[str, float | None]) -> tuple[str, ...
     return tuple(found)
 
 
+def knee_rule(targets: dict[str, float | None]) -> str:
+    """The knee's conditions in words, e.g. `P99 <= 0.5 s, errors < 1%`."""
+    wanted = [f"{label} <= {targets[key]:g} s" for key, _, label in LATENCY_CHECKS if targets.get(key) is not None]
+    return ", ".join(wanted + [f"errors < {100 * error_limit(targets):g}%"])
+
+
 def error_limit(targets: dict[str, float | None]) -> float:
     limit = targets.get("error_ratio")
     return DEFAULT_ERROR_RATIO if limit is None else limit
