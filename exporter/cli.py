@@ -1,4 +1,4 @@
-"""Command line: `serving-exporter run | demo | simulate | recommend | datadog | check-config`."""
+"""Command line: `serving-exporter run | demo | simulate | recommend | loadtest | datadog | check-config`."""
 
 from __future__ import annotations
 
@@ -36,6 +36,17 @@ endpoints: /metrics, /healthz, /readyz, /api/v1/endpoints (default port {DEFAULT
 
 datadog (docs/datadog.md): DD_API_KEY turns the Datadog sink on; DD_SITE
 (default datadoghq.com) or SERVING_EXPORTER_DATADOG_URL say where it sends.
+"""
+
+
+LOADTEST_EPILOG = """\
+credentials (the exporter's: read by the Databricks SDK, never by a flag):
+  DATABRICKS_HOST + DATABRICKS_TOKEN                personal access token (not for route-optimized endpoints)
+  DATABRICKS_HOST + DATABRICKS_CLIENT_ID/SECRET     OAuth M2M, refreshed during the run
+  DATABRICKS_CONFIG_PROFILE                         profile in ~/.databrickscfg
+
+exit status: 0 a knee was found; 1 no step met the targets, or the endpoint or the
+run failed; 2 bad flags, or the load was not confirmed (--yes).
 """
 
 
@@ -119,6 +130,43 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--json", action="store_true", help="print JSON instead of text")
     _common(rec)
 
+    lt = sub.add_parser("loadtest", help="find an endpoint's knee with a stepped load test, and the provisioned concurrency to set",
+                        description=textwrap.dedent("""\
+                            Send the payload to the endpoint from a stepped ramp of concurrent clients (Locust), measure
+                            per step the throughput, P50/P90/P99 latency, error and 429 shares, find the knee (the highest
+                            step meeting the latency targets with errors under the error-ratio target) and derive the
+                            provisioned concurrency to configure (QPS x service time + the headroom `recommend` uses).
+                            Writes report.txt, report.json, steps.csv and chart.png. This is real, billed traffic: it
+                            prints the plan first and needs --yes or a confirmation at the terminal. See docs/loadtest.md."""),
+                        epilog=LOADTEST_EPILOG, formatter_class=raw)
+    lt.add_argument("endpoint", metavar="ENDPOINT",
+                    help="a Databricks serving endpoint name, or the http(s) URL to POST to (a self-hosted server)")
+    lt.add_argument("--payload", metavar="FILE", required=True, help="JSON request body each client sends (the invocations format)")
+    lt.add_argument("--start-users", type=int, default=1, metavar="N", help="concurrent clients of the first step (default 1)")
+    lt.add_argument("--step-users", type=int, default=1, metavar="N", help="clients added at each step (default 1)")
+    lt.add_argument("--max-users", type=int, default=16, metavar="N",
+                    help="clients of the last step (default 16; at most 1024)")
+    lt.add_argument("--step-seconds", type=float, default=60.0, metavar="SECONDS",
+                    help="length of each step (default 60: one platform minute per step in the endpoint's metrics)")
+    lt.add_argument("--max-duration", type=float, default=1800.0, metavar="SECONDS",
+                    help="refuse a plan longer than this, and cut the run there (default 1800)")
+    lt.add_argument("--stop-error-ratio", type=float, default=0.05, metavar="RATIO",
+                    help="stop after the first step whose error share (429 included) is above this (default 0.05)")
+    lt.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="timeout of one request (default 60)")
+    lt.add_argument("--baseline-qps", type=float, metavar="QPS",
+                    help="production baseline traffic, for the recommended minimum (default: the knee's throughput)")
+    lt.add_argument("--peak-qps", type=float, metavar="QPS",
+                    help="production peak traffic, for the recommended maximum (default: the knee's throughput)")
+    lt.add_argument("--auth", choices=["auto", "databricks", "none"], default="auto",
+                    help="credentials: auto (default) = Databricks for a name, none for a URL; databricks = the SDK's "
+                         "credentials for a URL too")
+    lt.add_argument("--out", metavar="DIR", help="directory for the reports (default ./loadtest-ENDPOINT-<time>)")
+    lt.add_argument("--yes", action="store_true", help="send the load without asking (needed when there is no terminal)")
+    lt.add_argument("--config", metavar="FILE",
+                    help="YAML configuration: the latency and error-ratio targets and remediation.thresholds.headroom_ratio "
+                         "(env SERVING_EXPORTER_CONFIG_FILE)")
+    _common(lt)
+
     dd = sub.add_parser("datadog", help="create or update the Datadog monitors and dashboard (docs/datadog.md)",
                         description=textwrap.dedent("""\
                             Monitors and the dashboard as code: sync alerts/datadog/monitors.yaml and
@@ -177,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import commands  # heavy imports only once the configuration is known to be good
 
     handlers = {"run": commands.run, "demo": commands.demo, "simulate": commands.simulate, "recommend": commands.recommend,
-                "datadog": commands.datadog}
+                "loadtest": commands.loadtest, "datadog": commands.datadog}
     return handlers[args.command](args, settings)
 
 

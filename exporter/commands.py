@@ -98,6 +98,13 @@ def datadog(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
 
+def loadtest(args: argparse.Namespace, settings: Settings) -> int:
+    """`loadtest` (exporter/loadtest/): Locust runs in a child process, never in this one."""
+    from .loadtest.command import run as run_loadtest
+
+    return run_loadtest(args, settings)
+
+
 def recommend(args: argparse.Namespace, settings: Settings) -> int:
     if args.exporter:
         try:

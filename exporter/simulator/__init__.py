@@ -1,4 +1,5 @@
-"""A fake Databricks Model Serving workspace: real REST shapes and metrics text, coherent traffic.
+"""A fake Databricks Model Serving workspace: real REST shapes and metrics text, coherent traffic,
+and an invocations API served by the capacity the metrics report (invocations.py).
 
 Used by `serving-exporter demo`, by integration tests that change scenarios at run time, and by
 benchmarks with many synthetic endpoints. Standard library only (plus the package's own deps).

@@ -1,4 +1,4 @@
-"""HTTP front of a Workspace: the serving-endpoints REST API, OAuth, and a control API."""
+"""HTTP front of a Workspace: the serving-endpoints REST API, invocations, OAuth, and a control API."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .workspace import EndpointNotFound, Workspace
+from .workspace import DEMO_TOKEN, EndpointNotFound, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
         scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not self.ws.token_valid(token.strip()):
             raise _api_error(401, "UNAUTHENTICATED", "Invalid access token.")
+        self._oauth = token.strip() != DEMO_TOKEN
 
     # -- discovery and OAuth (no auth) ---------------------------------------------------------
     def _databricks_config(self) -> dict[str, Any]:
@@ -195,6 +196,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault.kind == "empty":
             body = b""
         self._send(200, body, content_type)
+
+    def _invocations(self, name: str) -> None:
+        status, body = self.ws.invoke(name, self._raw_body, self.server.stopping, oauth=self._oauth)
+        headers = {"Retry-After": "1"} if status == 429 else None
+        self._send_json(status, body, headers)
 
     # -- control API (no auth) ----------------------------------------------------------------
     def _ctl_state(self) -> dict[str, Any]:
@@ -257,7 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
         return {"current_minute": self.ws.current_minute}
 
 
-_AUTHENTICATED = frozenset({"list", "detail", "metrics"})
+_AUTHENTICATED = frozenset({"list", "detail", "metrics", "invocations"})
 _NAME = "([^/]+)"
 # (methods, path pattern, request kind for Workspace.request_counts, handler)
 _ROUTES: list[tuple[tuple[str, ...], re.Pattern[str], str, Callable[..., Any]]] = [
@@ -269,6 +275,8 @@ _ROUTES: list[tuple[tuple[str, ...], re.Pattern[str], str, Callable[..., Any]]] 
         (("GET",), _API, "list", _Handler._list),
         (("GET",), f"{_API}/{_NAME}", "detail", _Handler._detail),
         (("GET",), f"{_API}/{_NAME}/metrics", "metrics", _Handler._metrics),
+        # On the workspace host, and the path of a route-optimized endpoint_url (/<workspace id>/serving-endpoints/...).
+        (("POST",), rf"(?:/\d+)?/serving-endpoints/{_NAME}/invocations", "invocations", _Handler._invocations),
         (("GET",), f"{_CONTROL}/endpoints", "control", _Handler._ctl_state),
         (("POST",), f"{_CONTROL}/endpoints", "control", _Handler._ctl_create),
         (("GET",), f"{_CONTROL}/endpoints/{_NAME}", "control", _Handler._ctl_endpoint),

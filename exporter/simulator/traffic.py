@@ -7,12 +7,18 @@ histograms are filled from the analytical lognormal / exponential CDFs.
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 from .scenario import Scenario
+
+if TYPE_CHECKING:
+    from .invocations import LiveMinute
 
 # Bucket bounds (ms) reported by the real API for its latency histograms, +Inf implied.
 BUCKETS_MS: tuple[float, ...] = (
@@ -47,6 +53,15 @@ def _histogram(n: int, cdf, mean_ms: float) -> Histogram:
     # Expected counts rounded; rounding a non-decreasing CDF keeps the buckets monotonic.
     buckets = tuple(min(n, round(n * cdf(le))) for le in BUCKETS_MS) + (n,)
     return Histogram(buckets, round(n * mean_ms, 3))
+
+
+def histogram_of(values_ms: Sequence[float]) -> Histogram:
+    """The histogram of measured values (the invocations served in a minute)."""
+    if not values_ms:
+        return EMPTY_HISTOGRAM
+    ordered = sorted(values_ms)
+    return Histogram(tuple(bisect.bisect_right(ordered, le) for le in BUCKETS_MS) + (len(ordered),),
+                     round(sum(ordered), 3))
 
 
 def latency_histogram(n: int, median_ms: float, sigma: float, wait_ms: float) -> Histogram:
@@ -106,6 +121,7 @@ class EntityMinute:
     offered_qps: float = 0.0
     queue_end: float = 0.0
     wait_ms: float = 0.0
+    busy_slots: float = 0.0  # servers the simulated traffic kept busy on average (invocations use the rest)
     latency_total: Histogram = field(default=EMPTY_HISTOGRAM, repr=False)
     queue_time_total: Histogram = field(default=EMPTY_HISTOGRAM, repr=False)
 
@@ -144,8 +160,9 @@ def _mean_queue(start: float, end: float, net_inflow: float) -> float:
 
 
 def simulate_minute(sc: Scenario, name: str, lam: float, state: EntityState | None,
-                    rng: random.Random) -> tuple[EntityMinute, EntityState]:
-    """Advance one served entity by one minute under offered load `lam` (requests/s)."""
+                    rng: random.Random, live: LiveMinute | None = None) -> tuple[EntityMinute, EntityState]:
+    """Advance one served entity by one minute under offered load `lam` (requests/s), adding the
+    invocations `live` served in that minute (invocations.py) to its counts, histograms and load."""
     c = next_concurrency(sc, lam, state.concurrency if state else None)
     queue0 = state.queue if state else 0.0
     mean_s = sc.mean_service_time_s
@@ -170,7 +187,17 @@ def simulate_minute(sc: Scenario, name: str, lam: float, state: EntityState | No
     latency = latency_histogram(n_served, sc.service_time_median_s * 1000.0,
                                 sc.service_time_sigma, wait_ms)
     queue_time = queue_time_histogram(n_served, wait_ms)
-    busy = min(1.0, served / 60.0 * mean_s / c) if c else 0.0
+    busy_slots = min(float(c), served / 60.0 * mean_s)
+    n_requests, live_busy = n_served + n_rejected, 0.0
+    if live is not None:
+        n_requests += live.requests
+        n_rejected += live.rejected_429
+        n_5xx += live.count_5xx
+        n_4xx += live.count_4xx + live.rejected_429
+        latency = latency + histogram_of(live.latencies_ms)
+        queue_time = queue_time + histogram_of(live.waits_ms)
+        live_busy = live.busy_s / 60.0
+    busy = min(1.0, (busy_slots + live_busy) / c) if c else 0.0
 
     def utilisation(idle: float, full: float) -> float:
         return _jitter(rng, idle + (full - idle) * busy, 1.5) if c else 0.0
@@ -188,10 +215,10 @@ def simulate_minute(sc: Scenario, name: str, lam: float, state: EntityState | No
         latency_total=(state.latency_total if state else EMPTY_HISTOGRAM) + latency,
         queue_time_total=(state.queue_time_total if state else EMPTY_HISTOGRAM) + queue_time)
     minute = EntityMinute(
-        name=name, requests=n_served + n_rejected, count_4xx=n_4xx, count_5xx=n_5xx,
+        name=name, requests=n_requests, count_4xx=n_4xx, count_5xx=n_5xx,
         rejected_429=n_rejected, latency=latency, queue_time=queue_time, cpu_percent=cpu,
         memory_percent=mem, gpu_percent=gpu, gpu_memory_percent=gpu_mem, provisioned=c,
-        offered_qps=lam, queue_end=queue1, wait_ms=wait_ms,
+        offered_qps=lam, queue_end=queue1, wait_ms=wait_ms, busy_slots=busy_slots,
         latency_total=new_state.latency_total, queue_time_total=new_state.queue_time_total)
     return minute, new_state
 
@@ -246,7 +273,7 @@ class EndpointMinute:
             queue_time=queue_time, cpu_percent=mean("cpu_percent"),
             memory_percent=mean("memory_percent"), gpu_percent=mean("gpu_percent"),
             gpu_memory_percent=mean("gpu_memory_percent"), provisioned=c,
-            offered_qps=add("offered_qps"), queue_end=add("queue_end"),
+            offered_qps=add("offered_qps"), queue_end=add("queue_end"), busy_slots=add("busy_slots"),
             wait_ms=queue_time.sum_ms / queue_time.count if queue_time.count else 0.0,
             latency_total=add("latency_total"),
             queue_time_total=add("queue_time_total"))

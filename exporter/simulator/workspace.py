@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 import re
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from . import exposition, rest
+from .invocations import LiveMinute, Servers, capacity, predictions_for
 from .scenario import Scenario
 from .traffic import EndpointMinute, EntityState, offered_qps, simulate_minute
 
@@ -62,6 +64,10 @@ class _Endpoint:
     cache: OrderedDict[int, EndpointMinute] = field(default_factory=OrderedDict)
     rendered: tuple[int, bytes, str] | None = None
     fault: Fault = Fault()
+    # Invocations (invocations.py): each entity's servers, and what they served per minute not yet generated.
+    servers: dict[str, Servers] = field(default_factory=dict)
+    live: dict[int, dict[str, LiveMinute]] = field(default_factory=dict)
+    live_rng: random.Random = field(default_factory=random.Random)
 
     @property
     def latest(self) -> Scenario:
@@ -150,7 +156,8 @@ class Workspace:
                 name=name, id=hashlib.md5(f"{self.seed}/{name}".encode()).hexdigest(),
                 creation_timestamp=created, last_updated_timestamp=created)
             phase = zlib.crc32(name.encode()) % 30
-            self._endpoints[name] = _Endpoint(record, first, phase, [(first, sc)])
+            self._endpoints[name] = _Endpoint(record, first, phase, [(first, sc)],
+                                              live_rng=random.Random(f"{self.seed}/{name}/invocations"))
         return sc
 
     def remove_endpoint(self, name: str) -> None:
@@ -239,10 +246,14 @@ class Workspace:
         # else was generated in between.
         rng = random.Random(f"{self.seed}/{name}/{m}")
         lam = offered_qps(sc, m, ep.phase, rng)
+        live = ep.live.pop(m, {})
+        for old in [k for k in ep.live if k < m]:  # served in minutes skipped by a restart: never shown
+            del ep.live[old]
         entities, states = [], {}
         for entity, percentage in sc.entities(name):
             result, states[entity] = simulate_minute(
-                sc.for_entity(entity), entity, lam * percentage / 100, ep.states.get(entity), rng)
+                sc.for_entity(entity), entity, lam * percentage / 100, ep.states.get(entity), rng,
+                live.get(entity))
             entities.append(result)
         ep.states, ep.last_minute = states, m
         ep.cache[m] = EndpointMinute(m, self.timestamp_ms(m), sc, tuple(entities))
@@ -258,6 +269,59 @@ class Workspace:
                 body, content_type = exposition.render(self.minute(name, k), self.workspace_id)
                 ep.rendered = (k, body, content_type)
             return ep.rendered[1], ep.rendered[2]
+
+    # -- invocations --------------------------------------------------------------------------
+    def invoke(self, name: str, body: bytes, stopping: threading.Event, oauth: bool = True
+               ) -> tuple[int, dict[str, Any]]:
+        """Serve one POST .../invocations (invocations.py): (status, JSON body). Blocks for the queue
+        wait and the service time; `stopping` cuts both short (answered 503). `oauth`: whether the
+        caller authenticated with an OAuth token (route-optimized endpoints take nothing else)."""
+        with self._lock:
+            ep = self._get(name)
+            sc = ep.latest
+            if sc.route_optimized and not oauth:
+                return 401, {"error_code": "UNAUTHENTICATED",
+                             "message": "Route-optimized endpoints accept OAuth tokens only."}
+            entity = ep.live_rng.choices([e for e, _ in sc.entities(name)],
+                                         [p for _, p in sc.entities(name)])[0]
+            esc = sc.for_entity(entity)
+            try:
+                predictions = predictions_for(json.loads(body or b"null"))
+            except ValueError:
+                self._live(ep, entity).rejected(400)
+                return 400, {"error_code": "BAD_REQUEST", "message": "The request body is not valid JSON."}
+            background = next(e for e in self.minute(name).entities if e.name == entity)
+            servers = ep.servers.setdefault(entity, Servers())
+            ticket = servers.admit(*capacity(background, esc.max_queue_per_concurrency))
+            if ticket is None:
+                self._live(ep, entity).rejected(429)
+                return 429, {"error_code": "REQUEST_LIMIT_EXCEEDED",
+                             "message": "The endpoint's queue is full. Please retry later."}
+            rng = ep.live_rng
+            service_s = rng.lognormvariate(math.log(esc.service_time_median_s), esc.service_time_sigma)
+            draw = rng.random()
+            status = 500 if draw < esc.error_5xx_ratio else (
+                400 if draw < esc.error_5xx_ratio + esc.error_4xx_ratio else 200)
+        queued_at = time.monotonic()
+        while not ticket.wait(0.05):
+            if stopping.is_set():
+                with self._lock:
+                    servers.abandon(ticket)
+                return 503, {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "The server is stopping."}
+        wait_s = time.monotonic() - queued_at
+        stopping.wait(service_s)
+        with self._lock:
+            servers.release()
+            self._live(ep, entity).served(wait_s, service_s, status)
+        if status == 500:
+            return 500, {"error_code": "INTERNAL_ERROR", "message": "Model raised an exception."}
+        if status == 400:
+            return 400, {"error_code": "BAD_REQUEST", "message": "Model rejected the input."}
+        return 200, {"predictions": predictions}
+
+    def _live(self, ep: _Endpoint, entity: str) -> LiveMinute:
+        """The record of what `entity` serves in the minute in progress (shown once it is published)."""
+        return ep.live.setdefault(self.current_minute + 1, {}).setdefault(entity, LiveMinute())
 
     # -- REST shapes --------------------------------------------------------------------------
     def list_endpoints(self) -> dict[str, Any]:
