@@ -93,7 +93,7 @@ from simulated import (
 )
 
 from exporter.config import load_settings
-from exporter.memory import freeze_long_lived, limit_malloc_arenas, release_free_memory
+from exporter.memory import collect_less_often, freeze_long_lived, limit_malloc_arenas, release_free_memory
 from exporter.model import Snapshot
 from exporter.pipeline.poller import Poller
 from exporter.simulator import DEMO_TOKEN
@@ -605,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     clean_environment()
     limit_malloc_arenas()  # as the daemon does at start
+    collect_less_often()
     try:
         goals = run(args, prometheus)
     except BenchError as exc:

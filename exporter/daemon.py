@@ -14,7 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from .config import Settings, parse_listen
-from .memory import freeze_long_lived, limit_malloc_arenas, release_free_memory
+from .memory import collect_less_often, freeze_long_lived, limit_malloc_arenas, release_free_memory
 from .pipeline.poller import Poller
 from .sinks import SnapshotSink
 from .sinks.http import HttpServer, make_app
@@ -87,6 +87,7 @@ class Daemon:
     def start(self) -> Daemon:
         limit_malloc_arenas()  # before the HTTP and poll threads start
         freeze_long_lived()  # the imports' objects
+        collect_less_often()
         for sink in self.sinks:
             sink.start()
         self.http.start()

@@ -45,12 +45,12 @@ _ESCAPE = re.compile(r'\\[\\n"]')
 _UNESCAPE = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
 # Types the reference builds a family for (`untyped` is its alias of `unknown`); `counter` only with `_total`.
 _TYPES = frozenset({"gauge", "histogram", "summary", "gaugehistogram", "unknown", "untyped", "info", "stateset"})
-# HELP/TYPE lines and label sets repeat across endpoints and polls: their verdicts and parsed label dicts are
-# remembered (bounded; emptied when full). The label dicts are shared between samples: read them, never change them.
+# HELP/TYPE lines and sample heads (name and labels) repeat across endpoints and polls: their verdicts and parsed
+# label dicts are remembered (bounded; emptied when full). The label dicts are shared between samples: read them,
+# never change them.
 _CACHE_SIZE = 8192
 _comments: dict[str, bool] = {}
-_names: dict[str, bool] = {}
-_label_sets: dict[str, dict[str, str] | None] = {}
+_heads: dict[str, tuple[str, dict[str, str]] | bool] = {}
 
 
 def samples(body: str, openmetrics: bool = False) -> list[Sample]:
@@ -86,13 +86,13 @@ def fast_samples(body: str) -> list[Sample] | None:
     None when the body is outside the subset (or empty of samples) and the reference must decide.
 
     A sample line is accepted only when it is whole in the subset's grammar, checked piece by piece with
-    string methods (a regex over every line cost half the parse): the name and the label text are
-    checked once per distinct text (they repeat across samples, endpoints and polls) and the numbers
-    with `isdigit`, or `_NUMBER` for anything but plain digits. The label text ends at the line's last
-    `}`: after it come only numbers."""
+    string methods (a regex over every line cost half the parse). Its head — the name and the label set,
+    up to the line's last `}` (only numbers follow it) — is checked and parsed once per distinct text:
+    heads repeat across minutes, endpoints and polls. The numbers are checked with `isdigit`, or with
+    `_NUMBER` for anything but plain digits."""
     found: list[Sample] = []
     append = found.append
-    comments, names, label_sets = _comments, _names, _label_sets
+    comments, heads = _comments, _heads
     try:
         for line in body.split("\n"):
             line = line.strip(" ")
@@ -105,27 +105,19 @@ def fast_samples(body: str) -> list[Sample] | None:
                 if not verdict:
                     return None
                 continue
-            if not (line.isascii() and line.isprintable()):
-                return None
-            brace = line.find("{")
-            if brace < 0:
-                name, _, rest = line.partition(" ")
-                labels = {}
+            close = line.rfind("}")
+            if close < 0:
+                head, _, rest = line.partition(" ")
+            elif line[close + 1:close + 2] == " ":
+                head, rest = line[:close + 1], line[close + 2:]
             else:
-                close = line.rfind("}")
-                if close < brace or line[close + 1:close + 2] != " ":
-                    return None
-                name, labels_text, rest = line[:brace], line[brace + 1:close], line[close + 2:]
-                labels = label_sets.get(labels_text, False) if labels_text else {}
-                if labels is False:
-                    labels = _remember(label_sets, labels_text, _labels(labels_text))
-                if labels is None:
-                    return None
-            valid = names.get(name)
-            if valid is None:
-                valid = _remember(names, name, _VALID_NAME.fullmatch(name) is not None)
-            if not valid:
                 return None
+            parsed = heads.get(head)
+            if parsed is None:
+                parsed = _remember(heads, head, _head(head))
+            if not parsed or not rest.isascii():
+                return None
+            name, labels = parsed
             value, _, timestamp = rest.partition(" ")
             if value.isdigit():
                 number = int(value)
@@ -144,6 +136,23 @@ def fast_samples(body: str) -> list[Sample] | None:
     except (ValueError, OverflowError, ZeroDivisionError):  # e.g. a huge integer timestamp: the reference decides
         return None
     return found or None
+
+
+def _head(head: str) -> tuple[str, dict[str, str]] | bool:
+    """A sample's name and labels from the text before its numbers, or False outside the subset."""
+    if not (head.isascii() and head.isprintable()):
+        return False  # tabs, CR, non-ASCII: the reference's whitespace handling decides
+    brace = head.find("{")
+    if brace < 0:
+        name, labels = head, {}
+    elif head[-1] != "}":
+        return False
+    else:
+        name, labels_text = head[:brace], head[brace + 1:-1]
+        labels = _labels(labels_text) if labels_text else {}
+        if labels is None:
+            return False
+    return (name, labels) if _VALID_NAME.fullmatch(name) else False
 
 
 def _remember(cache: dict, key: str, value):  # type: ignore[no-untyped-def]

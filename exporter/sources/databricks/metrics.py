@@ -11,7 +11,6 @@ the observation says "unknown" and the pipeline's window tells them apart.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 from collections import defaultdict
@@ -103,17 +102,24 @@ class _Accumulator:
 
     def __init__(self) -> None:
         self.values: dict[str, list[float]] = defaultdict(list)
-        self.buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+        self.buckets: dict[str, dict[float, float]] = defaultdict(dict)
         self.sums: dict[str, float] = defaultdict(float)
         self.counts: dict[str, float] = defaultdict(float)
 
-    def add(self, kind: str, field_name: str, value: float, labels: dict[str, str]) -> None:
-        """One sample of a known metric (`_KNOWN` gives its kind and field)."""
-        if kind == "bucket":
-            bound = _parse_le(labels.get("le"))
-            if bound is not None:
-                self.buckets[field_name][bound] += value
-        elif kind == "value":
+    def add_bucket(self, field_name: str, le: str | None, value: float) -> None:
+        bound = _BOUNDS.get(le) if le is not None else None
+        if bound is None:
+            bound = _parse_le(le)
+            if bound is None:
+                return  # no or no numeric `le`: not a bucket
+            if len(_BOUNDS) < 1024:
+                _BOUNDS[le] = bound  # type: ignore[index]
+        buckets = self.buckets[field_name]
+        buckets[bound] = buckets.get(bound, 0.0) + value
+
+    def add(self, kind: str, field_name: str, value: float) -> None:
+        """One sample of a known metric other than a bucket (`_KNOWN` gives its kind and field)."""
+        if kind == "value":
             self.values[field_name].append(value)
         elif kind == "percent":
             self.values[field_name].append(value / 100.0)
@@ -126,8 +132,9 @@ class _Accumulator:
         for key, vals in other.values.items():
             self.values[key].extend(vals)
         for key, buckets in other.buckets.items():
+            mine = self.buckets[key]
             for bound, count in buckets.items():
-                self.buckets[key][bound] += count
+                mine[bound] = mine.get(bound, 0.0) + count
         for key, total in other.sums.items():
             self.sums[key] += total
         for key, total in other.counts.items():
@@ -146,7 +153,9 @@ class _Accumulator:
         return MinuteFigures(**kwargs)  # type: ignore[arg-type]
 
 
-@functools.lru_cache(maxsize=1024)  # the same few bucket bounds in every body
+_BOUNDS: dict[str, float] = {}  # `le` text -> bound in seconds: the same few in every body (bounded)
+
+
 def _parse_le(le: str | None) -> float | None:
     if le is None:
         return None
@@ -158,17 +167,17 @@ def _parse_le(le: str | None) -> float | None:
 
 
 def _histogram(buckets: dict[float, float], total: float, count: float | None) -> Histogram | None:
-    if not buckets or not any(math.isinf(b) and b > 0 for b in buckets):
+    if math.inf not in buckets:
         return None  # without a +Inf bucket no quantile is defined (as in PromQL)
     bounds = tuple(sorted(buckets))
-    counts = tuple(buckets[b] for b in bounds)
+    counts = tuple(map(buckets.__getitem__, bounds))
     return Histogram(bounds, counts, total if not math.isnan(total) else 0.0, count if count is not None else counts[-1])
 
 
 def _assemble(found: Iterable[Sample], openmetrics: bool, max_entities: int) -> ParsedMetrics:
     unlabelled = _Accumulator()
     by_entity: dict[str, _Accumulator] = {}
-    overflow = _Accumulator()  # entities past the cap: counted for the endpoint, not exposed
+    overflow = None  # entities past the cap: counted for the endpoint, not exposed
     entity_label = None
     newest_ts = None
     last_timestamp = None  # a body's samples mostly share one timestamp: converted once
@@ -191,16 +200,25 @@ def _assemble(found: Iterable[Sample], openmetrics: bool, max_entities: int) -> 
             entity_label = entity_label or label
             acc = by_entity.get(entity)
             if acc is None:
-                acc = overflow if len(by_entity) >= max_entities else by_entity.setdefault(entity, _Accumulator())
-        acc.add(*known, value, labels)
+                if len(by_entity) < max_entities:
+                    acc = by_entity[entity] = _Accumulator()
+                else:
+                    acc = overflow = overflow or _Accumulator()
+        kind, field_name = known
+        if kind == "bucket":  # most samples: one call less
+            acc.add_bucket(field_name, labels.get("le"), value)
+        else:
+            acc.add(kind, field_name, value)
 
     entities = {name: acc.figures() for name, acc in by_entity.items()}
     endpoint = unlabelled.figures()
-    if by_entity or overflow.values or overflow.buckets:
+    if by_entity or overflow:
         # Where the source reports only per-entity series, the endpoint is their sum (utilisation: mean).
         combined = _Accumulator()
-        for acc in (*by_entity.values(), overflow):
+        for acc in by_entity.values():
             combined.merge(acc)
+        if overflow is not None:
+            combined.merge(overflow)
         endpoint = _fill_missing(endpoint, combined.figures())
     return ParsedMetrics(endpoint, entities, newest_ts, entity_label, openmetrics)
 
