@@ -7,6 +7,7 @@ poll and the sinks (Prometheus collector, JSON API) only ever read them.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -115,7 +116,7 @@ class Histogram:
     def plus(self, other: Histogram) -> Histogram:
         return Histogram(
             self.bounds,
-            tuple(a + b for a, b in zip(self.counts, other.counts)),
+            tuple(map(operator.add, self.counts, other.counts)),
             self.sum + other.sum,
             self.count + other.count,
         )
@@ -124,7 +125,7 @@ class Histogram:
         """The observations added since `earlier`, or None if any series went down (a reset)."""
         if not self.same_layout(earlier) or self.count < earlier.count:
             return None
-        counts = tuple(a - b for a, b in zip(self.counts, earlier.counts))
+        counts = tuple(map(operator.sub, self.counts, earlier.counts))
         if any(c < 0 for c in counts):
             return None
         return Histogram(self.bounds, counts, self.sum - earlier.sum, self.count - earlier.count)

@@ -112,7 +112,9 @@ class Context:
     targets: dict[str, float | None]
     t: Thresholds
 
-    @property
+    # The properties are cached (on the instance's __dict__, which a frozen dataclass allows): one Context serves
+    # every rule of one endpoint and poll, and several rules ask the same.
+    @functools.cached_property
     def service_time(self) -> float | None:
         """Mean time in service: latency without the queue wait, when the platform reports it."""
         f = self.figures
@@ -124,7 +126,7 @@ class Context:
         """Concurrency a load needs without queueing: QPS x service time (Little's law)."""
         return qps * self.service_time if qps is not None and self.service_time is not None else None
 
-    @property
+    @functools.cached_property
     def capacity(self) -> float | None:
         """The most the endpoint can provision: the configured maximum, else what it has now."""
         return self.info.capacity or self.figures.provisioned_concurrency
@@ -137,20 +139,20 @@ class Context:
     def breached(self, *names: str) -> list[Check]:
         return [self.checks[n] for n in names if n in self.checks and self.checks[n].breached]
 
-    @property
+    @functools.cached_property
     def saturated(self) -> bool:
         need, cap = self.need(self.figures.qps), self.capacity
         queueing = bool(self.breached("queue_depth"))
         return queueing or (need is not None and bool(cap) and need >= self.t.saturation_ratio * cap)  # type: ignore[operator]
 
-    @property
+    @functools.cached_property
     def autoscaling_off(self) -> bool:
         entities = self.info.served_entities
         return bool(entities) and all(
             e.min_provisioned_concurrency is not None and e.min_provisioned_concurrency == e.max_provisioned_concurrency
             and not e.scale_to_zero_enabled for e in entities)
 
-    @property
+    @functools.cached_property
     def production(self) -> bool:
         tags = {f"{k}={v}".lower() for k, v in self.info.tags.items()}
         return any(t.lower() in tags for t in self.t.production_tags)
