@@ -16,6 +16,7 @@ from .daemon import Daemon, run_until_signalled
 from .model import Snapshot
 from .pipeline.poller import Poller
 from .pipeline.rules import conditions_now
+from .pipeline.workspace import WorkspaceAnalysis
 from .sinks import SnapshotSink
 from .sinks.http import snapshot_json
 from .sources.databricks import DatabricksSource, client_factory
@@ -43,7 +44,7 @@ def _poll_once(settings: Settings) -> Snapshot | None:
     if not snap.ready:
         print(f"serving-exporter: listing endpoints failed: {poller.last_list_error}", file=sys.stderr)
         return None
-    return snap
+    return WorkspaceAnalysis(settings).apply(snap, immediate=True)  # one poll: no hysteresis
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

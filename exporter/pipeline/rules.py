@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from pydantic import Field, field_validator
 
-from ..model import Check, EndpointInfo, Figures, Hint, Recommendation, Severity
+from ..model import Check, EndpointInfo, Figures, Hint, Recommendation, Severity, WorkspaceUsage
 from ..strict import Strict, patch_of
 from .selection import Selector
 
@@ -111,6 +111,7 @@ class Context:
     checks: dict[str, Check]
     targets: dict[str, float | None]
     t: Thresholds
+    workspace: WorkspaceUsage | None = None  # the workspace step's totals (pipeline/workspace.py); None elsewhere
 
     @property
     def service_time(self) -> float | None:
@@ -407,6 +408,22 @@ def _client_batching(c: Context) -> str | None:
             "call, batch them client-side to cut per-prediction overhead, and reuse connections (connection pooling)")
 
 
+def _workspace_limit_near(c: Context) -> str | None:
+    w = c.workspace
+    names = [name for name, _ in w.candidates] if w else []
+    if w is None or c.info.name not in names:
+        return None
+    rank = names.index(c.info.name)
+    qps = dict(w.candidates)[c.info.name]
+    order = "first" if rank == 0 else f"after {', '.join(names[:rank])}"
+    return (f"the workspace's {w.endpoints} standard endpoints use {_pct(w.qps_ratio)} of its ~{w.qps_limit:g} QPS "
+            f"({w.qps:.0f} QPS) and {_pct(w.concurrency_ratio)} of its {w.concurrency_limit:g} concurrent requests "
+            f"({w.concurrent_requests:.0f}), over the {_pct(w.threshold)} threshold: enable route optimization on this "
+            f"endpoint ({qps:.0f} QPS) {order}; moving {', '.join(names)} leaves {_pct(w.ratio_after or 0)}. "
+            "Route-optimized endpoints accept only OAuth tokens, not personal access tokens: move clients to a "
+            "service principal first")
+
+
 RULES: tuple[Rule, ...] = (
     Rule("endpoint_not_ready", "critical", "Endpoint is not ready or its last deployment failed",
          "the platform says the endpoint is not ready, its last configuration update failed or was cancelled, or a served entity's deployment failed or was aborted",
@@ -508,6 +525,18 @@ RULES: tuple[Rule, ...] = (
          "Split traffic over several endpoints (or workspaces) and shed load on the client (batching).",
          "When an endpoint needs attention: more than 50,000 QPS to one endpoint", ("qps_max",), _qps_limit_near,
          ("route_optimized_qps_limit", "concurrency_limit_ratio")),
+    Rule("workspace_limit_near", "warning", "Workspace limit of standard endpoints near: move this endpoint first",
+         "the standard (not route-optimized) endpoints together reach usage_ratio_threshold of the workspace's QPS or "
+         "concurrent-request limit (workspace_limits); names custom-model endpoints, largest QPS first, until the rest "
+         "is under the threshold",
+         "Standard endpoints share about 200 QPS and 192-1,024 concurrent requests per workspace: past a limit the "
+         "workspace throttles all of them, also those that look healthy on their own.",
+         "Enable route optimization on the named endpoints in the order given (clients must then use OAuth tokens). "
+         "With sharded replicas each sees part of the workspace: use the alert ModelServingWorkspaceLimitNear.",
+         "Route optimization limits: about 200 QPS and 192-1,024 concurrent requests per workspace for standard endpoints",
+         ("config", "qps"), _workspace_limit_near,
+         ("workspace_limits.requests_per_second", "workspace_limits.concurrent_requests",
+          "workspace_limits.usage_ratio_threshold")),
     Rule("client_batching_suggested", "info", "Many light requests: batch on the client",
          "QPS >= batching_qps with mean service time < light_request_seconds",
          "For light requests the fixed per-request overhead dominates; batching several inputs per call removes most of it.",
