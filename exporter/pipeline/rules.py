@@ -50,6 +50,7 @@ class Thresholds(Strict):
     light_request_seconds: float = Field(0.02, gt=0, description="mean service time below which a request is light")
     production_tags: list[str] = Field(default_factory=lambda: ["env=production", "env=prod", "environment=production", "environment=prod"],
                                        description="KEY=VALUE endpoint tags that mark production")
+    fast_latency_target_seconds: float = Field(0.1, gt=0, description="a latency target under this needs route optimization (serving-exporter check)")
 
 
 ThresholdsPatch = patch_of(Thresholds, "Only the keys written here override the global thresholds.", nullable=False)
