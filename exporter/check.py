@@ -495,7 +495,7 @@ def audit(entries: Sequence[Mapping[str, Any]], settings: Settings, *, only: Seq
         for item in ITEMS:
             o = item.evaluate(s)
             results.append(Result(s.info.name, item.id, item.severity, o.status, o.message, o.fix, dict(o.numbers)))
-    found = usage(((s.info, s.figures) for s in subjects), settings.workspace_limits)
+    found = usage(((s.info, _traffic(s)) for s in subjects), settings.workspace_limits)
     if only and not any(standard(s.info) for s in subjects if s.info.name in only):
         o = skip("the endpoints checked are route-optimized: the workspace's limits on standard endpoints do not apply")
     else:
@@ -504,6 +504,12 @@ def audit(entries: Sequence[Mapping[str, Any]], settings: Settings, *, only: Seq
     note = (f"the exporter is shard {shard[0]} of {shard[1]}: the workspace totals cover its endpoints only "
             "(sum across shards: docs/metrics.md)") if shard[1] > 1 else None
     return Audit(source, fail_on, tuple(sized), tuple(results), found, note)
+
+
+def _traffic(s: Subject) -> Figures:
+    """The figures the workspace totals count: the expected traffic where given (sizing before traffic)."""
+    e = s.expected
+    return s.figures if e is None else Figures(qps=e.qps, latency_mean=e.latency_ms / 1000)
 
 
 def from_json(entry: Mapping[str, Any]) -> tuple[EndpointInfo, Figures, tuple[Check, ...]]:
