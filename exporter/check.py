@@ -168,7 +168,7 @@ def _deployment(s: Subject) -> Outcome:
         return ok(f"state {i.state or 'ready'}, every served entity deployed")
     message = problems or f"served entities not deployed yet ({', '.join(waiting)}): the endpoint does not serve its configuration"
     return fail(message, "read the failed deployment's build and service logs, fix the model or configuration, "
-                         "redeploy; promote only once the endpoint is READY with every entity DEPLOYMENT_READY",
+                         "redeploy; promote only once the endpoint is ready with every served entity deployed",
                 ready=i.state, config_update=i.config_update)
 
 
