@@ -113,30 +113,34 @@ def test_later_candidates_say_which_move_first():
 
 
 def test_families_on_metrics_and_their_sum_across_shards():
-    """Two shards, each with half of the endpoints: each exports its part, and the sum of their figures and
-    ratios (what the recording rules compute) is the whole workspace's."""
+    """Two shards, each with half of the endpoints: each exports its part under its shard_index, and the sum of
+    their figures and ratios over shard_index (what the recording rules compute) is the whole workspace's."""
     from prometheus_client.parser import text_string_to_metric_families
 
     settings = load_settings()
     whole = {"a": 150.0, "b": 60.0, "c": 30.0, "d": 10.0}
     shards = [{"a": 150.0, "c": 30.0}, {"b": 60.0, "d": 10.0}]
 
-    def values(snap: Snapshot) -> dict[tuple[str, tuple], float]:
+    def values(snap: Snapshot) -> dict[tuple[str, str], tuple[str, float]]:
+        """(family, limit) -> (shard_index, value)"""
         text = render(snap, SeriesBudget(), openmetrics=False).decode()
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text)
-                for s in f.samples if s.name.startswith("model_serving_workspace_")}
+        return {(s.name, s.labels.get("limit", "")): (s.labels["shard_index"], s.value)
+                for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name.startswith("model_serving_workspace_")}
 
     total = values(WorkspaceAnalysis(settings).apply(snapshot(whole)))
-    parts = [values(WorkspaceAnalysis(settings).apply(snapshot(s))) for s in shards]
-    assert total[("model_serving_workspace_requests_per_second", ())] == 250.0
-    assert total[("model_serving_workspace_limit", (("limit", "requests_per_second"),))] == 200.0
-    assert total[("model_serving_workspace_limit", (("limit", "concurrent_requests"),))] == 192.0
-    assert total[("model_serving_workspace_limit_usage_ratio_threshold", ())] == 0.8
-    for name in ("model_serving_workspace_requests_per_second", "model_serving_workspace_concurrent_requests",
-                 "model_serving_workspace_standard_endpoints", "model_serving_workspace_limit_usage_ratio"):
-        for key in [k for k in total if k[0] == name]:
-            assert sum(p[key] for p in parts) == pytest.approx(total[key]), key
-    assert total[("model_serving_workspace_limit_usage_ratio", (("limit", "requests_per_second"),))] == 1.25
+    parts = [values(WorkspaceAnalysis(settings).apply(replace(snapshot(s), shard=(i, 2)))) for i, s in enumerate(shards)]
+    assert {shard for shard, _ in total.values()} == {"0"}
+    assert [{shard for shard, _ in p.values()} for p in parts] == [{"0"}, {"1"}]
+    assert total[("model_serving_workspace_requests_per_second", "")][1] == 250.0
+    assert total[("model_serving_workspace_limit", "requests_per_second")][1] == 200.0
+    assert total[("model_serving_workspace_limit", "concurrent_requests")][1] == 192.0
+    assert total[("model_serving_workspace_limit_usage_ratio_threshold", "")][1] == 0.8
+    assert total[("model_serving_workspace_limit_usage_ratio", "requests_per_second")][1] == 1.25
+    for key in total:
+        if key[0] in ("model_serving_workspace_requests_per_second", "model_serving_workspace_concurrent_requests",
+                      "model_serving_workspace_standard_endpoints", "model_serving_workspace_limit_usage_ratio"):
+            assert sum(p[key][1] for p in parts) == pytest.approx(total[key][1]), key
 
 
 def test_no_usage_no_workspace_samples():
