@@ -40,6 +40,9 @@ datadog (docs/datadog.md): DD_API_KEY turns the Datadog sink on; DD_SITE
 
 
 CHECK_EPILOG = """\
+credentials, without --exporter (read by the Databricks SDK, as for `run`):
+  DATABRICKS_HOST + DATABRICKS_TOKEN, or DATABRICKS_CLIENT_ID/SECRET, or DATABRICKS_CONFIG_PROFILE
+
 exit status:
   0  no finding at or above --fail-on
   1  findings at or above --fail-on

@@ -375,7 +375,8 @@ def test_against_the_demo_exporter_and_one_poll_of_the_demo_workspace(capsys, mo
 
     from .alerting import exporter_daemon, wait_for
 
-    with exporter_daemon(build_demo_workspace(minute_seconds=1.0)) as (simulator, daemon):
+    workspace = build_demo_workspace(minute_seconds=1.0)
+    with exporter_daemon(workspace) as (simulator, daemon):
         def filled() -> bool:
             endpoints = requests.get(f"{daemon.url}/api/v1/endpoints", timeout=5).json()["endpoints"]
             return all(e["figures"]["minutes"] >= 3 for e in endpoints)
@@ -397,8 +398,11 @@ def test_against_the_demo_exporter_and_one_poll_of_the_demo_workspace(capsys, mo
         assert main(["check", "--exporter", daemon.url, "fraud-scorer"]) == 0
         assert "fraud-scorer  ok" in capsys.readouterr().out
 
+        # One poll, no exporter; an AI Gateway limit of 2 QPS on the chat endpoint that gets about 6.
+        workspace.patch_scenario("support-chat", rate_limit_calls_per_minute=120)
         monkeypatch.setenv("DATABRICKS_HOST", simulator)
         monkeypatch.setenv("DATABRICKS_TOKEN", DEMO_TOKEN)
-        assert main(["check", "batch-scorer", "--log-level", "WARNING"]) == 1
+        assert main(["check", "batch-scorer", "support-chat", "--log-level", "WARNING"]) == 1
         text = capsys.readouterr().out
         assert "(one poll)" in text and "critical scale_to_zero_in_production" in text
+        assert "warning  rate_limit_below_expected: AI Gateway allows 120 calls per 60 s (2 QPS)" in text
