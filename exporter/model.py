@@ -6,6 +6,7 @@ poll and the sinks (Prometheus collector, JSON API) only ever read them.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -304,6 +305,11 @@ class WorkspaceUsage:
     @property
     def ratio(self) -> float:
         return max(self.qps_ratio, self.concurrency_ratio)
+
+    @functools.cached_property
+    def rank(self) -> dict[str, int]:
+        """Candidate endpoint -> its place in the order, from 0."""
+        return {name: i for i, (name, _) in enumerate(self.candidates)}
 
 
 @dataclass(frozen=True)

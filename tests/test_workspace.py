@@ -109,7 +109,17 @@ def test_later_candidates_say_which_move_first():
     snap = WorkspaceAnalysis(load_settings()).apply(snapshot({"a": 150.0, "b": 120.0, "c": 100.0}), immediate=True)
     found = hints(snap)
     assert set(found) == {"a", "b"}
-    assert "(120 QPS) after a;" in found["b"] and "moving a, b leaves" in found["b"]
+    assert "(120 QPS) as number 2, after a;" in found["b"] and "moving a, b leaves" in found["b"]
+
+
+def test_many_small_endpoints_keep_the_detail_short():
+    many = {f"ep{i:03d}": 1.0 for i in range(400)}  # 400 QPS: 241 endpoints must move to get under 160
+    snap = WorkspaceAnalysis(load_settings()).apply(snapshot(many), immediate=True)
+    found = hints(snap)
+    assert len(found) == snap.usage.rank["ep240"] + 1 == 241
+    assert "as number 241, after ep000, ep001, ep002 and 237 more" in found["ep240"]
+    assert "moving ep000, ep001, ep002 and 238 more leaves 79.5%" in found["ep240"]
+    assert max(len(d) for d in found.values()) < 600
 
 
 def test_families_on_metrics_and_their_sum_across_shards():

@@ -409,20 +409,23 @@ def _client_batching(c: Context) -> str | None:
             "call, batch them client-side to cut per-prediction overhead, and reuse connections (connection pooling)")
 
 
+def _names(names: list[str], most: int = 3) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def _workspace_limit_near(c: Context) -> str | None:
     w = c.workspace
-    names = [name for name, _ in w.candidates] if w else []
-    if w is None or c.info.name not in names:
+    rank = w.rank.get(c.info.name) if w else None
+    if w is None or rank is None:
         return None
-    rank = names.index(c.info.name)
-    qps = dict(w.candidates)[c.info.name]
-    order = "first" if rank == 0 else f"after {', '.join(names[:rank])}"
+    names = [name for name, _ in w.candidates]
+    order = "first" if rank == 0 else f"as number {rank + 1}, after {_names(names[:rank])}"
     return (f"the workspace's {w.endpoints} standard endpoints use {_pct(w.qps_ratio)} of its ~{w.qps_limit:g} QPS "
             f"({w.qps:.0f} QPS) and {_pct(w.concurrency_ratio)} of its {w.concurrency_limit:g} concurrent requests "
             f"({w.concurrent_requests:.0f}), over the {_pct(w.threshold)} threshold: enable route optimization on this "
-            f"endpoint ({qps:.0f} QPS) {order}; moving {', '.join(names)} leaves {_pct(w.ratio_after or 0)}. "
-            "Route-optimized endpoints accept only OAuth tokens, not personal access tokens: move clients to a "
-            "service principal first")
+            f"endpoint ({w.candidates[rank][1]:.0f} QPS) {order}; moving {_names(names)} leaves "
+            f"{_pct(w.ratio_after or 0)}. Route-optimized endpoints accept only OAuth tokens, not personal access "
+            "tokens: move clients to a service principal first")
 
 
 RULES: tuple[Rule, ...] = (

@@ -87,18 +87,20 @@ class WorkspaceAnalysis:
     def apply(self, snap: Snapshot, immediate: bool = False) -> Snapshot:
         """The snapshot with its usage and hints. `immediate`: fire without hysteresis (one-shot commands)."""
         found = usage(((r.info, r.endpoint.figures) for r in snap.endpoints), self.settings.workspace_limits)
+        named = {name for name, _ in found.candidates}
         remediation = self.settings.remediation
         now = snap.completed_at_s or 0.0
         reports = []
         for report in snap.endpoints:
             info = report.info
-            thresholds, disabled = remediation.for_endpoint(info)
             state = self._state.setdefault(info.name, _Held())
             detail = None
-            if RULE.id not in disabled:
-                ctx = Context(info, report.endpoint.figures, {c.name: c for c in report.endpoint.checks},
-                              self.settings.targets_for(info), thresholds, workspace=found)
-                detail = RULE.detail(ctx)
+            if info.name in named:  # the others' condition does not hold: no need for their settings
+                thresholds, disabled = remediation.for_endpoint(info)
+                if RULE.id not in disabled:
+                    ctx = Context(info, report.endpoint.figures, {c.name: c for c in report.endpoint.checks},
+                                  self.settings.targets_for(info), thresholds, workspace=found)
+                    detail = RULE.detail(ctx)
             if detail is not None:
                 state.held, state.missed, state.detail = state.held + 1, 0, detail
                 if state.since_s is None and (immediate or state.held >= remediation.fire_after_polls):
@@ -114,4 +116,3 @@ class WorkspaceAnalysis:
         for gone in set(self._state) - {r.info.name for r in snap.endpoints}:
             del self._state[gone]
         return replace(snap, endpoints=tuple(reports), usage=found)
-
