@@ -209,9 +209,18 @@ def test_findings_exit_codes_and_the_workspace():
     [ws] = a.of(None)
     assert "use 125% of the ~200 QPS (250 QPS)" in ws.message and "broken (250 QPS)" in ws.fix
     # Only info findings left: pass at --fail-on warning, fail at --fail-on info.
-    assert audit(document(HEALTHY, LIGHT_GPU)["endpoints"], SETTINGS).exit_code == 0
+    calm = audit(document(HEALTHY, LIGHT_GPU)["endpoints"], SETTINGS)
+    assert calm.exit_code == 0 and calm.of(None)[0].status == "pass"  # no standard endpoint: 0% of the limits
+    assert "use 0% of the ~200 QPS" in calm.of(None)[0].message
     assert audit(document(HEALTHY, LIGHT_GPU)["endpoints"], SETTINGS, fail_on="info").exit_code == 1
     assert audit(document(HEALTHY, BROKEN)["endpoints"], SETTINGS, fail_on="critical").exit_code == 0
+
+
+def test_over_the_limit_with_nothing_that_can_move():
+    foundation = report(info("fm", entity_changes={"kind": "foundation_model"}), figures(qps=250.0, qps_max=260.0))
+    [ws] = audit(document(foundation)["endpoints"], SETTINGS).of(None)
+    assert ws.status == "fail" and "no custom-model endpoint can move" in ws.message
+    assert "spread the traffic over more workspaces" in ws.fix
 
 
 def test_named_endpoints_only_and_the_workspace_check_when_one_is_standard():
