@@ -99,19 +99,6 @@ def datadog(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
 
-def _exporter_document(url: str, settings: Settings) -> dict | None:
-    """A running exporter's /api/v1/endpoints, or None (reported on stderr) if it cannot be read."""
-    try:
-        resp = requests.get(url.rstrip("/") + "/api/v1/endpoints", timeout=settings.request_timeout_seconds)
-        resp.raise_for_status()
-        doc = resp.json()
-        doc["endpoints"]  # noqa: B018 - the one key every reader needs
-        return doc
-    except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
-        print(f"serving-exporter: cannot read {url}/api/v1/endpoints: {exc}", file=sys.stderr)
-        return None
-
-
 def recommend(args: argparse.Namespace, settings: Settings) -> int:
     if args.exporter:
         doc = _exporter_document(args.exporter, settings)
@@ -140,6 +127,19 @@ def recommend(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(format_recommendations(endpoints), end="")
     return 0
+
+
+def _exporter_document(url: str, settings: Settings) -> dict | None:
+    """A running exporter's /api/v1/endpoints, or None (reported on stderr) if it cannot be read."""
+    try:
+        resp = requests.get(url.rstrip("/") + "/api/v1/endpoints", timeout=settings.request_timeout_seconds)
+        resp.raise_for_status()
+        doc = resp.json()
+        doc["endpoints"]  # noqa: B018 - the one key every reader needs
+        return doc
+    except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+        print(f"serving-exporter: cannot read {url}/api/v1/endpoints: {exc}", file=sys.stderr)
+        return None
 
 
 def check(args: argparse.Namespace, settings: Settings) -> int:
