@@ -1,4 +1,4 @@
-"""Command line: `serving-exporter run | demo | simulate | recommend | datadog | check-config`."""
+"""Command line: `serving-exporter run | demo | simulate | recommend | datadog | check-config | check`."""
 
 from __future__ import annotations
 
