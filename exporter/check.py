@@ -20,7 +20,7 @@ import json
 import math
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -403,12 +403,14 @@ ITEMS: tuple[Item, ...] = (
          "a CPU workload breaches a latency target with CPU at or above its target and no queue",
          "configuration, latency, CPU use", _cpu_bound),
     Item("rate_limit_below_expected", "warning", "AI Gateway rate limit below the expected rate",
-         "an AI Gateway call limit on the endpoint as a whole (key `endpoint`) allows fewer calls per second than the "
+         "an AI Gateway call limit on the endpoint as a whole (key `endpoint`, or no key) allows fewer calls per second than the "
          "peak QPS (expected, else observed); per-user and per-group limits are not compared",
          "configuration, traffic", _rate_limits),
     Item("latency_target_missing", "warning", "No latency target", "the P50, P90 and P99 targets are all disabled (null)",
          "targets", _latency_target),
 )
+
+
 def _workspace_outcome(found: WorkspaceUsage) -> Outcome:
     numbers = dict(qps=found.qps, qps_limit=found.qps_limit, concurrent_requests=found.concurrent_requests,
                    concurrency_limit=found.concurrency_limit, usage_ratio=found.ratio, threshold=found.threshold)

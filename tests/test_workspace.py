@@ -8,8 +8,9 @@ from dataclasses import replace
 import pytest
 
 from exporter.config import load_settings
-from exporter.model import EndpointInfo, EndpointReport, Figures, PollStatus, SeriesReport, ServedEntity, Snapshot
-from exporter.model import Counters
+from exporter.model import (
+    Counters, EndpointInfo, EndpointReport, Figures, PollStatus, SeriesReport, ServedEntity, Snapshot,
+)
 from exporter.pipeline.workspace import WorkspaceAnalysis, WorkspaceLimits, usage
 from exporter.sinks.budget import SeriesBudget
 from exporter.sinks.prometheus import render
