@@ -32,7 +32,7 @@ from pydantic import Field, ValidationError
 from .config import Settings
 from .model import Check, EndpointInfo, Figures, RateLimit, ServedEntity, Severity, WorkspaceUsage
 from .pipeline.rules import RULES, Context, Thresholds
-from .pipeline.workspace import standard, usage
+from .pipeline.workspace import WorkspaceLimits, standard, usage
 from .strict import ConfigError, Strict
 
 SCHEMA_VERSION = 1
@@ -473,10 +473,10 @@ class Audit:
 
 def audit(entries: Sequence[Mapping[str, Any]], settings: Settings, *, only: Sequence[str] = (),
           expected: Mapping[str, Expected] | None = None, fail_on: Severity = "warning", source: str = "",
-          shard: tuple[int, int] = (0, 1)) -> Audit:
+          shard: tuple[int, int] = (0, 1), limits: WorkspaceLimits | None = None) -> Audit:
     """Check the endpoints of an /api/v1/endpoints document (`entries`), all or `only` those named. The
-    workspace check counts every endpoint, and applies when a checked endpoint is standard (not route-optimized).
-    Raises LookupError naming endpoints that are not there."""
+    workspace check counts every endpoint, and applies when a checked endpoint is standard (not route-optimized);
+    its `limits` default to the settings'. Raises LookupError naming endpoints that are not there."""
     expected = expected or {}
     names = [e["name"] for e in entries]
     missing = [n for n in [*only, *expected] if n not in names]
@@ -497,7 +497,7 @@ def audit(entries: Sequence[Mapping[str, Any]], settings: Settings, *, only: Seq
         for item in ITEMS:
             o = item.evaluate(s)
             results.append(Result(s.info.name, item.id, item.severity, o.status, o.message, o.fix, dict(o.numbers)))
-    found = usage(((s.info, _traffic(s)) for s in subjects), settings.workspace_limits)
+    found = usage(((s.info, _traffic(s)) for s in subjects), limits or settings.workspace_limits)
     if only and not any(standard(s.info) for s in subjects if s.info.name in only):
         o = skip("the endpoints checked are route-optimized: the workspace's limits on standard endpoints do not apply")
     else:
@@ -506,6 +506,15 @@ def audit(entries: Sequence[Mapping[str, Any]], settings: Settings, *, only: Seq
     note = (f"the exporter is shard {shard[0]} of {shard[1]}: the workspace totals cover its endpoints only "
             "(sum across shards: docs/metrics.md)") if shard[1] > 1 else None
     return Audit(source, fail_on, tuple(sized), tuple(results), found, note)
+
+
+def exporter_limits(doc: Mapping[str, Any]) -> WorkspaceLimits | None:
+    """The workspace limits a running exporter applies (its /api/v1/endpoints `workspace_usage`), if it says."""
+    u = doc.get("workspace_usage")
+    if not isinstance(u, Mapping):
+        return None
+    return WorkspaceLimits(requests_per_second=u["qps_limit"], concurrent_requests=u["concurrency_limit"],
+                           usage_ratio_threshold=u["threshold"])
 
 
 def _traffic(s: Subject) -> Figures:

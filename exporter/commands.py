@@ -145,7 +145,7 @@ def _exporter_document(url: str, settings: Settings) -> dict | None:
 def check(args: argparse.Namespace, settings: Settings) -> int:
     """`check`: the production-readiness audit (exporter/check.py). Exit 0 clean, 1 findings at or above
     --fail-on, 2 bad arguments or the workspace (or exporter) could not be read."""
-    from .check import FORMATS, Expected, audit, read_expected
+    from .check import FORMATS, Expected, audit, exporter_limits, read_expected
 
     expected: dict[str, Expected] = {}
     try:
@@ -175,9 +175,11 @@ def check(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     shard = doc.get("shard") or {}
     try:
+        # A running exporter's limits, like its targets, are the ones that apply.
+        limits = exporter_limits(doc) if args.exporter else None
         result = audit(doc["endpoints"], settings, only=args.endpoint, expected=expected, fail_on=args.fail_on,
-                       source=source, shard=(shard.get("index", 0), shard.get("count", 1)))
-    except LookupError as exc:
+                       source=source, shard=(shard.get("index", 0), shard.get("count", 1)), limits=limits)
+    except (LookupError, KeyError, ValueError) as exc:  # unknown endpoint; an exporter's document of another shape
         print(f"serving-exporter: {exc.args[0]}", file=sys.stderr)
         return 2
     sys.stdout.write(FORMATS[args.format](result))

@@ -371,6 +371,23 @@ def test_expected_traffic_from_a_file(exporter_url, capsys, tmp_path):
     assert main(["check", "--exporter", exporter_url, "--expected", str(tmp_path / "absent.yaml")]) == 2
 
 
+def test_the_exporters_workspace_limits_apply(capsys):
+    """Like its targets, a running exporter's workspace limits are the ones that apply (its configuration may set
+    the region's concurrency limit); an exporter that does not say leaves check's own."""
+    from exporter.pipeline.workspace import WorkspaceAnalysis
+
+    roomy = load_settings(overrides={"workspace_limits": {"requests_per_second": 1000}})
+    snap = WorkspaceAnalysis(roomy).apply(Snapshot(endpoints=(BROKEN,), completed_at_s=1.0, polls={"success": 1}))
+    server = HttpServer(make_app(Exposition(lambda: snap, CollectorRegistry()), lambda: snap), "127.0.0.1", 0).start()
+    try:
+        assert main(["check", "--exporter", f"http://127.0.0.1:{server.port}", "--format", "json"]) == 1
+    finally:
+        server.stop()
+    out = json.loads(capsys.readouterr().out)
+    assert out["workspace"]["qps_limit"] == 1000.0
+    assert [r["status"] for r in out["results"] if r["check"] == "workspace_limit_near"] == ["pass"]
+
+
 def test_the_workspace_cannot_be_read_exits_2(capsys):
     assert main(["check"]) == 2  # no credentials in the test environment
     assert "listing endpoints failed" in capsys.readouterr().err
