@@ -179,8 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("endpoint", nargs="*", metavar="ENDPOINT", help="only these endpoints (default: all)")
     chk.add_argument("--exporter", metavar="URL", help="base URL of a running exporter, e.g. http://127.0.0.1:9877 "
                                                         "(its analysis window; without it: one poll of the workspace)")
-    chk.add_argument("--config", metavar="FILE", help="YAML configuration: thresholds (remediation.thresholds), "
-                                                     "workspace_limits, and for the one-shot poll the targets and credentials")
+    chk.add_argument("--config", metavar="FILE", help="YAML configuration: thresholds (remediation.thresholds); for the "
+                                                     "one-shot poll also the targets, workspace_limits and the workspace "
+                                                     "(--exporter brings the exporter's)")
     chk.add_argument("--expected-qps", type=float, metavar="N", help="expected requests per second of the ENDPOINT(s) "
                                                                     "(sizing before traffic; needs --expected-latency-ms)")
     chk.add_argument("--expected-latency-ms", type=float, metavar="M", help="expected mean latency per request in ms")
