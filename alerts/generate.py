@@ -154,6 +154,17 @@ def target_of(check: str) -> str:
     return f'{{{{ with printf "model_serving_target{{{selector}}}" {args} | query }}}}{{{{ with first . }}}}'
 
 
+WORKSPACE_USAGE = "job:model_serving_workspace_limit_usage_ratio:sum"
+
+
+def across_shards(metric: str) -> str:
+    """`metric` summed over the shards of one exporter deployment (label shard_index), each shard counted once
+    however many replicas poll it: the largest value per shard (replicas of one shard see the same endpoints), then
+    the sum. Replicas differ by `instance` (and `pod` under the Prometheus Operator); every other label, such as
+    job, namespace or cluster, keeps deployments apart."""
+    return f"sum without (shard_index) (max without (instance, pod) ({metric}))"
+
+
 def recording_rules(scale: float) -> list[Recording]:
     s = scale
     windows = sorted({w for _, long_w, short_w, _, _ in BURN_RATE_WINDOWS for w in (long_w, short_w)})
@@ -165,6 +176,18 @@ def recording_rules(scale: float) -> list[Recording]:
         f"1 while an endpoint's figures are current: its last successful fetch and its newest source minute\n"
         f"are both at most {duration(FRESH_LIMIT_S)} old; 0 otherwise. Figure alerts are gated on it because the\n"
         f"exporter keeps serving its last figures while fetches fail.")]
+    rules += [
+        Recording("job:model_serving_workspace_requests_per_second:sum",
+                  across_shards("model_serving_workspace_requests_per_second"),
+                  "The workspace's standard (not route-optimized) endpoints together: each replica exports the totals of the\n"
+                  "endpoints of its shard (shard_index), so shards are summed, and replicas of one shard counted once\n"
+                  "(the largest value). The workspace shares about 200 QPS and 192-1,024 concurrent requests among them."),
+        Recording("job:model_serving_workspace_concurrent_requests:sum",
+                  across_shards("model_serving_workspace_concurrent_requests")),
+        Recording(WORKSPACE_USAGE, across_shards("model_serving_workspace_limit_usage_ratio"),
+                  "Share of each workspace limit used (label limit): every shard divides by the same limit, so the\n"
+                  "shares add up."),
+    ]
     for i, w in enumerate(windows):
         rules.append(Recording(
             ratio_record(w * s),
@@ -371,6 +394,24 @@ label_replace(
             "remedy is fewer calls, in the exporter's configuration. Per call (list, detail, metrics, token), keeping "
             "job and instance, so each replica reports its own calls. No calls in the window (an idle or stopped "
             "exporter): the `> 0` on the denominator drops the series instead of dividing 0 by 0."),
+        Alert(
+            "ModelServingWorkspaceLimitNear",
+            f"""{WORKSPACE_USAGE}
+  >= ignoring (limit) group_left
+max without (instance, pod, shard_index) (model_serving_workspace_limit_usage_ratio_threshold)""",
+            15 * 60, "warning",
+            "Standard endpoints use {{ $value | humanizePercentage }} of the workspace's {{ $labels.limit }} limit",
+            "The standard (not route-optimized) endpoints polled by {{ $labels.job }} use {{ $value | humanizePercentage }} "
+            "of the {{ $labels.limit }} limit the workspace sets on them together"
+            "{{ with printf \"max(model_serving_workspace_limit{job='%s',limit='%s'})\" $labels.job $labels.limit | query }}"
+            "{{ with first . }} ({{ . | value }}){{ end }}{{ end }}, shards summed. Past the limit the workspace throttles "
+            "every standard endpoint. Move the largest custom-model endpoints to route optimization first: the "
+            "exporter's workspace_limit_near hint names them (one replica), the runbook's query across shards.",
+            "A capacity-planning ticket, not a page: the figures are 5-minute window averages, and 15m (three windows)\n"
+            "keeps a burst or a deployment's replay out while a lasting approach to the limit opens a ticket well before\n"
+            "traffic growth hits it. When the limit is reached, the endpoints' own 429s and queueing page.\n"
+            "The threshold is the exporters' workspace_limits.usage_ratio_threshold (exported), so configuration and\n"
+            "alert agree; at or above it fires."),
     ]
     for a in alerts:
         a.for_s *= s

@@ -315,6 +315,16 @@ def overview() -> dm.Dashboard:
         query(f"sum(1 - max by (serving_endpoint) (model_serving_exporter_up{{{O}}}))", "down", instant=True),
         color=cm.BigValueColorMode.BACKGROUND).thresholds(steps((None, GREEN), (1, RED))))
 
+    b = b.with_panel(dashed(ts(
+        "Workspace limits (standard endpoints)", "percentunit",
+        "Share of the workspace's limits that its standard (not route-optimized) endpoints use together: about 200 QPS "
+        "and 192-1,024 concurrent requests (by region; workspace_limits in the exporter's configuration). Shards "
+        "summed, each shard once (max over its replicas). Dashed: the threshold of the workspace_limit_near hint and "
+        "ModelServingWorkspaceLimitNear. Whole workspace: the endpoint variable does not apply.",
+        query("sum by (limit) (max by (limit, shard_index) (model_serving_workspace_limit_usage_ratio))", "{{limit}}"),
+        query("max(model_serving_workspace_limit_usage_ratio_threshold)", "threshold", ref="B"), w=24, h=7), "threshold")
+        .min(0))
+
     b = b.with_row(db.Row("Per endpoint"))
     b = b.with_panel(endpoints_table())
 

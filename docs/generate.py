@@ -1,6 +1,7 @@
 """Regenerate the docs that derive from the code: docs/remediation.md (from the rule table), the
-family tables of docs/metrics.md and docs/datadog.md (from the metric catalog), and the series cost
-table of docs/metrics.md (counted in the golden exposition of the recorded demo polls).
+family tables of docs/metrics.md and docs/datadog.md (from the metric catalog), the series cost
+table of docs/metrics.md (counted in the golden exposition of the recorded demo polls), and the
+checks of docs/check.md (from exporter/check.py).
 
     python docs/generate.py          # rewrite them
     python docs/generate.py --check  # exit 1 if any is stale (tests/test_catalog.py does the same)
@@ -18,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporter.catalog import FAMILIES, markdown_table  # noqa: E402
+from exporter.check import markdown as check_table  # noqa: E402
 from exporter.pipeline.rules import markdown  # noqa: E402
 from exporter.sinks.datadog.points import markdown_table as datadog_table  # noqa: E402
 
@@ -57,7 +59,8 @@ def series_costs() -> str:
 
 
 BLOCKS = {"metrics.md": {"families": markdown_table, "series-costs": series_costs},
-          "datadog.md": {"metrics": datadog_table}}
+          "datadog.md": {"metrics": datadog_table},
+          "check.md": {"checks": check_table}}
 
 
 def expected() -> dict[Path, str]:

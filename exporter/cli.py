@@ -1,4 +1,4 @@
-"""Command line: `serving-exporter run | demo | simulate | recommend | loadtest | datadog | check-config`."""
+"""Command line: `serving-exporter run | demo | simulate | recommend | loadtest | check | datadog | check-config`."""
 
 from __future__ import annotations
 
@@ -55,6 +55,21 @@ credentials (environment only, never flags or files):
   DD_API_KEY, DD_APP_KEY     API and application key (both needed; not for --dry-run)
   DD_SITE                    datadoghq.com (default), datadoghq.eu, us3.datadoghq.com, ...
   SERVING_EXPORTER_DATADOG_URL   explicit API base URL (proxy, test API) instead of DD_SITE
+"""
+
+
+CHECK_EPILOG = """\
+credentials, without --exporter (read by the Databricks SDK, as for `run`):
+  DATABRICKS_HOST + DATABRICKS_TOKEN, or DATABRICKS_CLIENT_ID/SECRET, or DATABRICKS_CONFIG_PROFILE
+
+exit status:
+  0  no finding at or above --fail-on
+  1  findings at or above --fail-on
+  2  bad arguments, bad configuration, or the workspace or exporter could not be read
+
+examples:
+  serving-exporter check --exporter http://127.0.0.1:9877 --format junit > check.xml
+  serving-exporter check recommender --expected-qps 120 --expected-latency-ms 150   # before traffic
 """
 
 
@@ -199,6 +214,35 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the configuration and print the effective settings",
                            description="Validate configuration from file, environment and flags; print it as YAML.")
     check.add_argument("--config", metavar="FILE", help="YAML configuration file")
+
+    chk = sub.add_parser("check", help="production-readiness audit for CI and cron: exit 1 on findings (docs/check.md)",
+                         description=textwrap.dedent("""\
+                             Audit endpoints against the serving guide's production checklist (docs/check.md): scale-to-zero
+                             in production, min/max provisioned concurrency against the traffic, autoscaling, route
+                             optimization, the per-entity concurrency limit, GPU/CPU fit, AI Gateway rate limits, latency
+                             targets, deployment state, and the workspace's limits on standard endpoints. Each finding has
+                             its numbers and the fix. The traffic is a running exporter's window (--exporter), else one
+                             poll of the workspace, or what you expect (--expected-*: sizing before traffic)."""),
+                         epilog=CHECK_EPILOG, formatter_class=raw)
+    chk.add_argument("endpoint", nargs="*", metavar="ENDPOINT", help="only these endpoints (default: all)")
+    chk.add_argument("--exporter", metavar="URL", help="base URL of a running exporter, e.g. http://127.0.0.1:9877 "
+                                                        "(its analysis window; without it: one poll of the workspace)")
+    chk.add_argument("--config", metavar="FILE", help="YAML configuration: thresholds (remediation.thresholds); for the "
+                                                     "one-shot poll also the targets, workspace_limits and the workspace "
+                                                     "(--exporter brings the exporter's)")
+    chk.add_argument("--expected-qps", type=float, metavar="N", help="expected requests per second of the ENDPOINT(s) "
+                                                                    "(sizing before traffic; needs --expected-latency-ms)")
+    chk.add_argument("--expected-latency-ms", type=float, metavar="M", help="expected mean latency per request in ms")
+    chk.add_argument("--expected-peak-qps", type=float, metavar="P", help="expected peak requests per second "
+                                                                         "(default: --expected-qps)")
+    chk.add_argument("--expected", metavar="FILE", help="YAML of expected traffic per endpoint: "
+                                                       "endpoints: {NAME: {qps: N, latency_ms: M, peak_qps: P}}")
+    chk.add_argument("--format", choices=["text", "json", "junit"], default="text",
+                     help="text (default), json (docs/check.schema.json) or junit (JUnit XML: a test case per endpoint "
+                          "and check)")
+    chk.add_argument("--fail-on", choices=["critical", "warning", "info"], default="warning",
+                     help="exit 1 when a finding has this severity or a higher one (default warning)")
+    _common(chk)
     return parser
 
 
@@ -225,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import commands  # heavy imports only once the configuration is known to be good
 
     handlers = {"run": commands.run, "demo": commands.demo, "simulate": commands.simulate, "recommend": commands.recommend,
-                "loadtest": commands.loadtest, "datadog": commands.datadog}
+                "loadtest": commands.loadtest, "check": commands.check, "datadog": commands.datadog}
     return handlers[args.command](args, settings)
 
 

@@ -16,6 +16,7 @@ from .daemon import Daemon, run_until_signalled
 from .model import Snapshot
 from .pipeline.poller import Poller
 from .pipeline.rules import conditions_now
+from .pipeline.workspace import WorkspaceAnalysis
 from .sinks import SnapshotSink
 from .sinks.http import snapshot_json
 from .sources.databricks import DatabricksSource, client_factory
@@ -43,7 +44,7 @@ def _poll_once(settings: Settings) -> Snapshot | None:
     if not snap.ready:
         print(f"serving-exporter: listing endpoints failed: {poller.last_list_error}", file=sys.stderr)
         return None
-    return snap
+    return WorkspaceAnalysis(settings).apply(snap, immediate=True)  # one poll: no hysteresis
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -107,13 +108,10 @@ def loadtest(args: argparse.Namespace, settings: Settings) -> int:
 
 def recommend(args: argparse.Namespace, settings: Settings) -> int:
     if args.exporter:
-        try:
-            resp = requests.get(args.exporter.rstrip("/") + "/api/v1/endpoints", timeout=settings.request_timeout_seconds)
-            resp.raise_for_status()
-            endpoints = resp.json()["endpoints"]
-        except (requests.RequestException, ValueError, KeyError) as exc:
-            print(f"serving-exporter: cannot read {args.exporter}/api/v1/endpoints: {exc}", file=sys.stderr)
+        doc = _exporter_document(args.exporter, settings)
+        if doc is None:
             return 1
+        endpoints = doc["endpoints"]
     else:
         snap = _poll_once(settings)
         if snap is None:
@@ -136,6 +134,63 @@ def recommend(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(format_recommendations(endpoints), end="")
     return 0
+
+
+def _exporter_document(url: str, settings: Settings) -> dict | None:
+    """A running exporter's /api/v1/endpoints, or None (reported on stderr) if it cannot be read."""
+    try:
+        resp = requests.get(url.rstrip("/") + "/api/v1/endpoints", timeout=settings.request_timeout_seconds)
+        resp.raise_for_status()
+        doc = resp.json()
+        doc["endpoints"]  # noqa: B018 - the one key every reader needs
+        return doc
+    except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+        print(f"serving-exporter: cannot read {url}/api/v1/endpoints: {exc}", file=sys.stderr)
+        return None
+
+
+def check(args: argparse.Namespace, settings: Settings) -> int:
+    """`check`: the production-readiness audit (exporter/check.py). Exit 0 clean, 1 findings at or above
+    --fail-on, 2 bad arguments or the workspace (or exporter) could not be read."""
+    from .check import FORMATS, Expected, audit, exporter_limits, read_expected
+
+    expected: dict[str, Expected] = {}
+    try:
+        if args.expected:
+            expected.update(read_expected(args.expected))
+        if args.expected_qps is not None or args.expected_latency_ms is not None or args.expected_peak_qps is not None:
+            if args.expected_qps is None or args.expected_latency_ms is None or not args.endpoint:
+                raise ConfigError(["--expected-qps and --expected-latency-ms go together, with the ENDPOINT(s) they "
+                                   "describe (for several endpoints with different traffic: --expected FILE)"])
+            for name in args.endpoint:
+                expected[name] = Expected(qps=args.expected_qps, latency_ms=args.expected_latency_ms,
+                                          peak_qps=args.expected_peak_qps)
+    except ValueError as exc:  # pydantic's ValidationError included
+        print(f"serving-exporter: invalid expected traffic: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"serving-exporter: {exc}", file=sys.stderr)
+        return 2
+    if args.exporter:
+        doc = _exporter_document(args.exporter, settings)
+        source = f"{args.exporter} (the exporter's window)"
+    else:
+        snap = _poll_once(settings)
+        doc = snapshot_json(snap) if snap is not None else None
+        source = f"{doc['workspace'] or 'the workspace'} (one poll)" if doc else ""
+    if doc is None:
+        return 2
+    shard = doc.get("shard") or {}
+    try:
+        # A running exporter's limits, like its targets, are the ones that apply.
+        limits = exporter_limits(doc) if args.exporter else None
+        result = audit(doc["endpoints"], settings, only=args.endpoint, expected=expected, fail_on=args.fail_on,
+                       source=source, shard=(shard.get("index", 0), shard.get("count", 1)), limits=limits)
+    except (LookupError, KeyError, ValueError) as exc:  # unknown endpoint; an exporter's document of another shape
+        print(f"serving-exporter: {exc.args[0]}", file=sys.stderr)
+        return 2
+    sys.stdout.write(FORMATS[args.format](result))
+    return result.exit_code
 
 
 def format_recommendations(endpoints: list[dict]) -> str:

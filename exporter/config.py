@@ -27,6 +27,7 @@ from .model import EndpointInfo
 from .pipeline.rules import Remediation
 from .pipeline.selection import EndpointFilter
 from .pipeline.targets import TargetOverride, Targets, targets_for
+from .pipeline.workspace import WorkspaceLimits
 from .sinks.budget import SeriesBudget
 from .sinks.datadog.settings import DatadogSettings
 from .sources.databricks.settings import DatabricksSettings
@@ -61,6 +62,7 @@ class Settings(BaseSettings):
     targets: Targets = Field(default_factory=Targets)
     remediation: Remediation = Field(default_factory=Remediation)
     target_overrides: list[TargetOverride] = Field(default_factory=list, description="per-endpoint targets; later entries win")
+    workspace_limits: WorkspaceLimits = Field(default_factory=WorkspaceLimits)
     series: SeriesBudget = Field(default_factory=SeriesBudget)
     databricks: DatabricksSettings = Field(default_factory=DatabricksSettings)
     datadog: DatadogSettings = Field(default_factory=DatadogSettings)

@@ -15,7 +15,9 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from .config import Settings, parse_listen
 from .memory import collect_less_often, freeze_long_lived, limit_malloc_arenas, release_free_memory
+from .model import Snapshot
 from .pipeline.poller import Poller
+from .pipeline.workspace import WorkspaceAnalysis
 from .sinks import SnapshotSink
 from .sinks.http import HttpServer, make_app
 from .sinks.prometheus import Exposition
@@ -31,6 +33,8 @@ class Daemon:
                  minute_clock: Callable[[], float] | None = None, sinks: Sequence[SnapshotSink] = ()):
         self.settings = settings
         self.poller = Poller(source, settings, clock=clock, minute_clock=minute_clock)
+        self.workspace = WorkspaceAnalysis(settings)  # the endpoints together, after each endpoint's own analysis
+        self._snapshot = self.poller.snapshot
         # What changes between polls is rendered at each scrape; the snapshot once per poll (Exposition).
         self.live = CollectorRegistry(auto_describe=False)
         # Push sinks (Datadog) get every new snapshot; their self-metrics are on /metrics.
@@ -52,8 +56,8 @@ class Daemon:
         self._polling = threading.Lock()
         self._frozen_after_first_poll = False
 
-    def snapshot(self):
-        return self.poller.snapshot
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
 
     @property
     def url(self) -> str:
@@ -66,7 +70,7 @@ class Daemon:
             if self._stopped.is_set():
                 return
             try:
-                snap = self.poller.poll()
+                snap = self._snapshot = self.workspace.apply(self.poller.poll())
             except Exception:  # keep the schedule alive whatever happens; the last snapshot stays served
                 log.exception("poll failed")
                 return

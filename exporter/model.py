@@ -6,6 +6,7 @@ poll and the sinks (Prometheus collector, JSON API) only ever read them.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from dataclasses import dataclass, field
@@ -48,6 +49,24 @@ class ServedEntity:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """A gateway rate limit on calls to the endpoint (Databricks: AI Gateway `rate_limits`)."""
+
+    calls: int | None  # calls allowed per renewal period; None: the limit is on tokens only
+    renewal_seconds: float | None  # None: a period the source does not know
+    key: str | None = None  # who the limit applies to: "endpoint" (all callers together), "user", ...; None: not said
+
+    @property
+    def per_endpoint(self) -> bool:
+        """Whether the limit caps the endpoint's whole traffic (not each caller's)."""
+        return self.key in (None, "endpoint")
+
+    @property
+    def qps(self) -> float | None:
+        return self.calls / self.renewal_seconds if self.calls is not None and self.renewal_seconds else None
+
+
+@dataclass(frozen=True)
 class EndpointInfo:
     """What the list call tells about an endpoint, enriched by the detail call when fetched."""
 
@@ -64,6 +83,7 @@ class EndpointInfo:
     served_entities: tuple[ServedEntity, ...] = ()
     route_optimized: bool | None = None  # None until the detail call says, or where the platform has none
     detailed: bool = False  # whether workload/scaling fields are known
+    rate_limits: tuple[RateLimit, ...] = ()  # from the detail call
 
     @property
     def kind(self) -> str:
@@ -262,6 +282,38 @@ class EndpointReport:
 
 
 @dataclass(frozen=True)
+class WorkspaceUsage:
+    """The standard (not route-optimized) endpoints of a snapshot together, against the limits the platform
+    sets per workspace on them (pipeline/workspace.py)."""
+
+    qps: float  # summed window QPS
+    concurrent_requests: float  # summed QPS x mean latency (Little's law)
+    endpoints: int  # standard endpoints counted
+    qps_limit: float
+    concurrency_limit: float
+    threshold: float  # share of a limit from which endpoints are named to move
+    candidates: tuple[tuple[str, float], ...] = ()  # (endpoint, QPS) to move to route optimization first, in order
+    ratio_after: float | None = None  # the larger share once the candidates moved
+
+    @property
+    def qps_ratio(self) -> float:
+        return self.qps / self.qps_limit
+
+    @property
+    def concurrency_ratio(self) -> float:
+        return self.concurrent_requests / self.concurrency_limit
+
+    @property
+    def ratio(self) -> float:
+        return max(self.qps_ratio, self.concurrency_ratio)
+
+    @functools.cached_property
+    def rank(self) -> dict[str, int]:
+        """Candidate endpoint -> its place in the order, from 0."""
+        return {name: i for i, (name, _) in enumerate(self.candidates)}
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything the sinks expose, replaced atomically after each poll."""
 
@@ -275,6 +327,7 @@ class Snapshot:
     discovered: int = 0
     workspace: str | None = None
     shard: tuple[int, int] = (0, 1)  # (index, count)
+    usage: WorkspaceUsage | None = None  # this replica's standard endpoints against the workspace limits
 
     @property
     def ready(self) -> bool:

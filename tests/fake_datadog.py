@@ -361,6 +361,7 @@ class DemoPolls:
     def __init__(self, **settings: Any):
         from exporter.config import load_settings
         from exporter.pipeline.poller import Poller
+        from exporter.pipeline.workspace import WorkspaceAnalysis
         from exporter.simulator import DEMO_TOKEN, SimulatorServer, build_demo_workspace
         from exporter.sources.databricks import DatabricksSource, client_factory
 
@@ -370,12 +371,13 @@ class DemoPolls:
         source = DatabricksSource(client_factory(2, 1, 8, host=self.simulator.url, token=DEMO_TOKEN, auth_type="pat"))
         self.poller = Poller(source, self.settings,
                              minute_clock=lambda: self.workspace.timestamp_ms(self.workspace.current_minute) / 1000)
+        self.workspace_step = WorkspaceAnalysis(self.settings)
 
     def poll(self, advance: bool = True):
         """Poll once (after moving the simulated clock one minute on, unless `advance` is false)."""
         if advance and self.poller.snapshot.completed_at_s is not None:
             self.workspace.advance(1)
-        return self.poller.poll()
+        return self.workspace_step.apply(self.poller.poll())  # as the daemon publishes it
 
     def close(self) -> None:
         self.poller.close()

@@ -44,7 +44,7 @@ def test_every_alert_follows_the_conventions():
     assert {r["alert"] for r in rules} >= {
         "ModelServingErrorRateHigh", "ModelServingErrorBudgetBurn", "ModelServingQueueing", "ModelServingLatencyHigh",
         "ModelServingSaturation", "ModelServingEndpointNotReady", "ModelServingExporterDown", "ModelServingMetricsStale",
-        "ModelServingExporterThrottled"}
+        "ModelServingExporterThrottled", "ModelServingWorkspaceLimitNear"}
     for r in rules:
         assert re.fullmatch(r"ModelServing([A-Z][a-z0-9]+)+", r["alert"]), r["alert"]
         assert r["labels"]["severity"] in SEVERITIES, r["alert"]
@@ -52,9 +52,9 @@ def test_every_alert_follows_the_conventions():
         ann = r["annotations"]
         assert ann["summary"] and ann["description"], r["alert"]
         assert ann["runbook_url"] == generate.RUNBOOK_URL.format(anchor=r["alert"].lower())
-        # The description names the endpoint (or the exporter instance) and the value.
+        # The description names the endpoint (or the exporter instance, or for the workspace the job) and the value.
         assert "$value" in ann["description"] or r["alert"] == "ModelServingEndpointNotReady", r["alert"]
-        assert "$labels.serving_endpoint" in ann["description"] or "$labels.instance" in ann["description"], r["alert"]
+        assert any(f"$labels.{label}" in ann["description"] for label in ("serving_endpoint", "instance", "job")), r["alert"]
     burn = {(r["labels"]["severity"], r["labels"]["long_window"], r["labels"]["short_window"])
             for r in rules if r["alert"] == "ModelServingErrorBudgetBurn"}
     assert burn == {("critical", "1h", "5m"), ("critical", "6h", "30m"), ("warning", "1d", "2h"), ("warning", "3d", "6h")}
@@ -225,12 +225,12 @@ def test_rule_selectors_match_the_live_exposition():
                 assert set(value.split("|")) <= checks, value
             if label == "rule":
                 assert value in rule_ids, value
-    # Labels named in ignoring/on/without/by exist on some family (the scrape adds job and instance;
-    # the rules add check and reason themselves).
+    # Labels named in ignoring/on/without/by exist on some family (the scrape adds job and instance, and pod
+    # under the Prometheus Operator; the rules add check and reason themselves).
     named = {label.strip() for group in re.findall(r"\b(?:ignoring|on|without|by)\s*\(([^)]*)\)", text)
              for label in group.split(",")}
     served = set().union(*families.values())
-    assert named - {"job", "instance", "check", "reason"} <= served, sorted(named - served)
+    assert named - {"job", "instance", "pod", "check", "reason"} <= served, sorted(named - served)
 
 
 def set_scenario(simulator: str, endpoint: str, preset: str) -> None:

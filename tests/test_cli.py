@@ -15,13 +15,13 @@ def subcommands():
     return sub.choices
 
 
-@pytest.mark.parametrize("name", ["run", "demo", "simulate", "check-config"])
+@pytest.mark.parametrize("name", ["run", "demo", "simulate", "recommend", "check", "check-config"])
 def test_every_flag_has_help(name):
     for action in subcommands()[name]._actions:
         assert action.help, f"{name} {action.option_strings} has no help text"
 
 
-@pytest.mark.parametrize("name", ["run", "demo", "simulate", "check-config"])
+@pytest.mark.parametrize("name", ["run", "demo", "simulate", "recommend", "check", "check-config"])
 def test_help_prints_and_exits_zero(name, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([name, "--help"])

@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from exporter.model import EndpointInfo, ServedEntity
+from exporter.model import EndpointInfo, RateLimit, ServedEntity
 from exporter.sources.databricks.endpoints import endpoint_from_json
 
 # A detail answer of GET /api/2.0/serving-endpoints/{name}, shaped after
@@ -139,6 +139,7 @@ def test_detail_object_every_field():
         ),
         route_optimized=True,
         detailed=True,
+        rate_limits=(RateLimit(calls=100, renewal_seconds=60.0, key="user"),),
     )
     # Derived properties on the same object.
     assert [e.capacity for e in info.served_entities] == [4.0, 12.0]  # max_provisioned_concurrency wins over Medium
@@ -537,7 +538,7 @@ def _json_value(rng: random.Random, depth: int = 0):
     return {rng.choice(keys): _json_value(rng, depth + 1) for _ in range(rng.randint(0, 3))}
 
 
-ENDPOINT_FIELDS = ["id", "state", "config", "tags", "task", "last_updated_timestamp", "route_optimized"]
+ENDPOINT_FIELDS = ["id", "state", "config", "tags", "task", "last_updated_timestamp", "route_optimized", "ai_gateway"]
 STATE_FIELDS = ["ready", "config_update"]
 CONFIG_FIELDS = ["served_entities", "served_models", "traffic_config"]
 ENTITY_FIELDS = ["entity_name", "entity_version", "model_name", "model_version", "workload_type", "workload_size",
@@ -578,6 +579,9 @@ def _check_types(info: EndpointInfo, detailed: bool) -> None:
     assert info.last_updated_ms is None or type(info.last_updated_ms) is int
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in info.tags.items())
     assert info.route_optimized in ((True, False) if detailed else (None,))
+    for limit in info.rate_limits:
+        assert limit.calls is None or type(limit.calls) is int
+        assert limit.renewal_seconds in (None, 60.0) and (limit.key is None or isinstance(limit.key, str))
     assert info.capacity is None or isinstance(info.capacity, float)
     assert info.kind in ("custom", "foundation_model", "external_model", "mixed")
     for e in info.served_entities:
@@ -625,9 +629,42 @@ def test_arbitrary_json_for_every_single_field_never_raises():
             info = endpoint_from_json(data, detailed=True)
             _check_types(info, True)
             assert info.served_entities[0].name == "chat-v3"  # the other entity is untouched
+        for field in ["calls", "key", "renewal_period"]:
+            data = copy.deepcopy(DETAIL)
+            data["ai_gateway"]["rate_limits"][0][field] = value
+            _check_types(endpoint_from_json(data, detailed=True), True)
+        data = copy.deepcopy(DETAIL)
+        data["ai_gateway"]["rate_limits"] = value
+        _check_types(endpoint_from_json(data, detailed=True), True)
         for field in ["served_entity_name", "traffic_percentage"]:
             data = copy.deepcopy(DETAIL)
             data["config"]["traffic_config"]["routes"][0][field] = value
             info = endpoint_from_json(data, detailed=True)
             _check_types(info, True)
             assert info.served_entities[1].traffic_percentage == 10.0
+
+
+# ---------------------------------------------------------------------------
+# AI Gateway rate limits
+
+
+@pytest.mark.parametrize("limit,expected", [
+    ({"calls": 120, "key": "endpoint", "renewal_period": "minute"}, RateLimit(120, 60.0, "endpoint")),
+    ({"calls": 30, "key": "user", "renewal_period": "minute"}, RateLimit(30, 60.0, "user")),
+    ({"tokens": 5000, "key": "endpoint", "renewal_period": "minute"}, RateLimit(None, 60.0, "endpoint")),
+    ({"calls": 10, "renewal_period": "hour"}, RateLimit(10, None, None)),  # a period we do not know: no rate
+])
+def test_rate_limits(limit, expected):
+    info = endpoint_from_json(endpoint(ai_gateway={"rate_limits": [limit]}), detailed=True)
+    assert info.rate_limits == (expected,)
+
+
+def test_rate_limit_rates_and_scope():
+    assert RateLimit(120, 60.0, "endpoint").qps == 2.0 and RateLimit(120, 60.0, "endpoint").per_endpoint
+    assert RateLimit(120, 60.0, None).per_endpoint  # not said: the whole endpoint, the conservative reading
+    assert not RateLimit(120, 60.0, "user").per_endpoint
+    assert RateLimit(None, 60.0, "endpoint").qps is None and RateLimit(10, None, None).qps is None
+
+
+def test_no_ai_gateway_no_rate_limits():
+    assert endpoint_from_json(endpoint(), detailed=True).rate_limits == ()

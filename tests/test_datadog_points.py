@@ -136,7 +136,7 @@ def test_figures_carry_the_source_minute_and_each_minute_goes_once():
         # The source has not moved on: only the poll-time state is sent again, no figure and no count.
         again, _ = translator.translate(p.poll(advance=False))
         assert again and not any(pt.metric in (PREFIX + "requests_per_second", PREFIX + "requests") for pt in again)
-        assert {pt.metric for pt in again} <= {PREFIX + m for m, d in METRICS.items() if m.startswith(("exporter_", "endpoint_", "served_entity_", "configured_", "remediation"))}
+        assert {pt.metric for pt in again} <= {PREFIX + m for m, d in METRICS.items() if m.startswith(("exporter_", "endpoint_", "served_entity_", "configured_", "remediation", "workspace_"))}
         nxt, _ = translator.translate(p.poll())
         stamps = {pt.timestamp for pt in nxt if pt.metric == PREFIX + "requests_per_second"}
         assert stamps == {t + 60 for t in minute.values()}

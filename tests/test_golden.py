@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.sinks.prometheus import ServingCollector
 from exporter.config import load_settings
 from exporter.pipeline.poller import Poller
+from exporter.pipeline.workspace import WorkspaceAnalysis
 
 from .replay import ReplaySource
 
@@ -22,15 +23,16 @@ GOLDEN = Path(__file__).parent / "fixtures" / "golden" / "metrics.prom"
 
 def render() -> str:
     now = [0.0]  # frozen during a poll (worker threads read it in any order), a minute on between polls
-    poller = Poller(ReplaySource(), load_settings(), clock=lambda: now[0])
+    settings = load_settings()
+    poller, workspace = Poller(ReplaySource(), settings, clock=lambda: now[0]), WorkspaceAnalysis(settings)
     try:
         for i in range(4):
             now[0] = 1763820030.0 + 60 * i
-            poller.poll()
+            snap = workspace.apply(poller.poll())  # as the daemon publishes it
     finally:
         poller.close()
     registry = CollectorRegistry()
-    registry.register(ServingCollector(lambda: poller.snapshot))
+    registry.register(ServingCollector(lambda: snap))
     text = generate_latest(registry).decode()
     return text.replace(f'python_version="{platform.python_version()}"', 'python_version="X"')
 

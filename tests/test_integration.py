@@ -197,7 +197,7 @@ def test_readyz_only_after_the_first_poll():
     try:
         assert requests.get(f"{s.daemon.url}/healthz", timeout=5).status_code == 200
         assert requests.get(f"{s.daemon.url}/readyz", timeout=5).status_code == 503
-        s.daemon.poller.poll()
+        s.daemon._poll()  # the scheduler's job: a poll, the workspace step, then publishing
         assert requests.get(f"{s.daemon.url}/readyz", timeout=5).status_code == 200
     finally:
         s.stop()

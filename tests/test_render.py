@@ -9,6 +9,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from exporter.config import load_settings
 from exporter.model import EndpointInfo
 from exporter.pipeline.poller import Poller
+from exporter.pipeline.workspace import WorkspaceAnalysis
 from exporter.sinks.budget import SeriesBudget
 from exporter.sinks.prometheus import ServingCollector, render
 
@@ -25,9 +26,10 @@ def reference(snap, budget: SeriesBudget, openmetrics: bool) -> bytes:
 
 
 def golden_snapshots():
-    poller = Poller(ReplaySource(), load_settings(), clock=lambda: 1763820030.0)
+    settings = load_settings()
+    poller, workspace = Poller(ReplaySource(), settings, clock=lambda: 1763820030.0), WorkspaceAnalysis(settings)
     try:
-        return [poller.poll() for _ in range(4)]
+        return [workspace.apply(poller.poll()) for _ in range(4)]  # as the daemon publishes them
     finally:
         poller.close()
 

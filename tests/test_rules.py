@@ -97,7 +97,8 @@ CASES = [
 
 
 def test_every_rule_has_a_case():
-    assert {c[0] for c in CASES} == RULE_IDS
+    # workspace_limit_near looks at the workspace's endpoints together: tests/test_workspace.py.
+    assert {c[0] for c in CASES} == RULE_IDS - {"workspace_limit_near"}
 
 
 @pytest.mark.parametrize("rule,ep,figs,fragments,near_ep,near_figs", CASES, ids=[c[0] for c in CASES])

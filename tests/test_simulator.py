@@ -111,6 +111,7 @@ def test_detail_shape(server: SimulatorServer) -> None:
         {"served_model_name": "support-chat-v3", "traffic_percentage": 90},
         {"served_model_name": "support-chat-v4", "traffic_percentage": 10}]
     assert chat["config"]["config_version"] >= 1
+    assert "ai_gateway" not in chat  # no rate limit unless the scenario sets one
 
     fraud = get(server, "/api/2.0/serving-endpoints/fraud-scorer").json()
     assert fraud["route_optimized"] is True and fraud["endpoint_url"].startswith("https://")
@@ -299,6 +300,15 @@ def test_scenario_change_via_control_api(ws: Workspace, server: SimulatorServer)
                    {"preset": "nope"}).status_code == 400
 
 
+def test_an_ai_gateway_rate_limit_shows_in_the_detail(ws: Workspace, server: SimulatorServer) -> None:
+    before = get(server, "/api/2.0/serving-endpoints/support-chat").json()
+    assert control(server, "POST", "/endpoints/support-chat/scenario",
+                   {"rate_limit_calls_per_minute": 120}).status_code == 200
+    after = get(server, "/api/2.0/serving-endpoints/support-chat").json()
+    assert after["ai_gateway"] == {"rate_limits": [{"calls": 120, "key": "endpoint", "renewal_period": "minute"}]}
+    assert after["last_updated_timestamp"] > before["last_updated_timestamp"]  # so the exporter re-reads the detail
+
+
 def test_create_and_delete(ws: Workspace, server: SimulatorServer) -> None:
     created = control(server, "POST", "/endpoints",
                       {"name": "new-model", "preset": "gpu_idle", "openmetrics": True})
@@ -479,6 +489,8 @@ def test_scenario_validation() -> None:
         Scenario(min_provisioned_concurrency=8, max_provisioned_concurrency=4)
     with pytest.raises(ValueError):
         Scenario(entity_overrides={"a": {"qps": 1.0}})
+    with pytest.raises(ValueError):
+        Scenario(rate_limit_calls_per_minute=-1)
     assert Scenario().with_preset("gpu_idle", openmetrics=True).openmetrics is True
     chat = build_demo_workspace(clock=FakeClock()).scenario("support-chat")
     assert Scenario(**chat.to_dict()) == chat  # the control API's JSON round-trips

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from pydantic import Field, field_validator
 
-from ..model import Check, EndpointInfo, Figures, Hint, Recommendation, Severity
+from ..model import Check, EndpointInfo, Figures, Hint, Recommendation, Severity, WorkspaceUsage
 from ..strict import Strict, patch_of
 from .selection import Selector
 
@@ -50,6 +50,7 @@ class Thresholds(Strict):
     light_request_seconds: float = Field(0.02, gt=0, description="mean service time below which a request is light")
     production_tags: list[str] = Field(default_factory=lambda: ["env=production", "env=prod", "environment=production", "environment=prod"],
                                        description="KEY=VALUE endpoint tags that mark production")
+    fast_latency_target_seconds: float = Field(0.1, gt=0, description="a latency target under this needs route optimization (serving-exporter check)")
 
 
 ThresholdsPatch = patch_of(Thresholds, "Only the keys written here override the global thresholds.", nullable=False)
@@ -111,6 +112,7 @@ class Context:
     checks: dict[str, Check]
     targets: dict[str, float | None]
     t: Thresholds
+    workspace: WorkspaceUsage | None = None  # the workspace step's totals (pipeline/workspace.py); None elsewhere
 
     # The properties are cached (on the instance's __dict__, which a frozen dataclass allows): one Context serves
     # every rule of one endpoint and poll, and several rules ask the same.
@@ -409,6 +411,25 @@ def _client_batching(c: Context) -> str | None:
             "call, batch them client-side to cut per-prediction overhead, and reuse connections (connection pooling)")
 
 
+def _names(names: list[str], most: int = 3) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _workspace_limit_near(c: Context) -> str | None:
+    w = c.workspace
+    rank = w.rank.get(c.info.name) if w else None
+    if w is None or rank is None:
+        return None
+    names = [name for name, _ in w.candidates]
+    order = "first" if rank == 0 else f"as number {rank + 1}, after {_names(names[:rank])}"
+    return (f"the workspace's {w.endpoints} standard endpoints use {_pct(w.qps_ratio)} of its ~{w.qps_limit:g} QPS "
+            f"({w.qps:.0f} QPS) and {_pct(w.concurrency_ratio)} of its {w.concurrency_limit:g} concurrent requests "
+            f"({w.concurrent_requests:.0f}), over the {_pct(w.threshold)} threshold: enable route optimization on this "
+            f"endpoint ({w.candidates[rank][1]:.0f} QPS) {order}; moving {_names(names)} leaves "
+            f"{_pct(w.ratio_after or 0)}. Route-optimized endpoints accept only OAuth tokens, not personal access "
+            "tokens: move clients to a service principal first")
+
+
 RULES: tuple[Rule, ...] = (
     Rule("endpoint_not_ready", "critical", "Endpoint is not ready or its last deployment failed",
          "the platform says the endpoint is not ready, its last configuration update failed or was cancelled, or a served entity's deployment failed or was aborted",
@@ -510,6 +531,18 @@ RULES: tuple[Rule, ...] = (
          "Split traffic over several endpoints (or workspaces) and shed load on the client (batching).",
          "When an endpoint needs attention: more than 50,000 QPS to one endpoint", ("qps_max",), _qps_limit_near,
          ("route_optimized_qps_limit", "concurrency_limit_ratio")),
+    Rule("workspace_limit_near", "warning", "Workspace limit of standard endpoints near: move this endpoint first",
+         "the standard (not route-optimized) endpoints together reach usage_ratio_threshold of the workspace's QPS or "
+         "concurrent-request limit (workspace_limits); names custom-model endpoints, largest QPS first, until the rest "
+         "is under the threshold",
+         "Standard endpoints share about 200 QPS and 192-1,024 concurrent requests per workspace: past a limit the "
+         "workspace throttles all of them, also those that look healthy on their own.",
+         "Enable route optimization on the named endpoints in the order given (clients must then use OAuth tokens). "
+         "With sharded replicas each sees part of the workspace: use the alert ModelServingWorkspaceLimitNear.",
+         "Route optimization limits: about 200 QPS and 192-1,024 concurrent requests per workspace for standard endpoints",
+         ("config", "qps"), _workspace_limit_near,
+         ("workspace_limits.requests_per_second", "workspace_limits.concurrent_requests",
+          "workspace_limits.usage_ratio_threshold")),
     Rule("client_batching_suggested", "info", "Many light requests: batch on the client",
          "QPS >= batching_qps with mean service time < light_request_seconds",
          "For light requests the fixed per-request overhead dominates; batching several inputs per call removes most of it.",

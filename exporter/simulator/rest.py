@@ -68,6 +68,9 @@ def detail(record: EndpointRecord, sc: Scenario, workspace_id: str) -> dict[str,
         body["endpoint_url"] = (f"https://{record.id}.{workspace_id}.serving.cloud.databricks.com"
                                 f"/{workspace_id}/serving-endpoints/{record.name}/invocations")
     body["permission_level"] = "CAN_MANAGE"
+    if sc.rate_limit_calls_per_minute is not None:
+        body["ai_gateway"] = {"rate_limits": [
+            {"calls": sc.rate_limit_calls_per_minute, "key": "endpoint", "renewal_period": "minute"}]}
     return body
 
 
@@ -80,5 +83,5 @@ def config_signature(sc: Scenario, endpoint: str) -> tuple[Any, ...]:
 def visible_signature(sc: Scenario, endpoint: str) -> tuple[Any, ...]:
     """Everything the REST APIs show; a change bumps last_updated_timestamp."""
     return config_signature(sc, endpoint) + (
-        tuple(sc.tags.items()), sc.task, sc.state_ready, sc.config_update,
+        tuple(sc.tags.items()), sc.task, sc.state_ready, sc.config_update, sc.rate_limit_calls_per_minute,
         tuple((e, sc.for_entity(e).deployment_state) for e, _ in sc.entities(endpoint)))

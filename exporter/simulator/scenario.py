@@ -62,6 +62,9 @@ class Scenario:
     max_provisioned_concurrency: int = 16
     scale_to_zero_enabled: bool = False
     route_optimized: bool = False
+    # An AI Gateway limit on the endpoint's calls per minute (all callers together), shown in the detail
+    # configuration only: the simulator does not throttle by it.
+    rate_limit_calls_per_minute: int | None = None
     max_queue_per_concurrency: float = 2.0
     emit_queue_time: bool = False
     state_ready: str = "READY"
@@ -106,6 +109,8 @@ class Scenario:
         require(0 <= self.min_provisioned_concurrency <= self.max_provisioned_concurrency,
                 "need 0 <= min_provisioned_concurrency <= max_provisioned_concurrency")
         require(self.max_queue_per_concurrency >= 0, "max_queue_per_concurrency must be >= 0")
+        require(self.rate_limit_calls_per_minute is None or self.rate_limit_calls_per_minute >= 0,
+                "rate_limit_calls_per_minute must be null or >= 0")
         require(self.entity_label in (None, *ENTITY_LABELS),
                 f"entity_label must be null or one of {ENTITY_LABELS}")
         require(self.gpu_memory_metric_name in GPU_MEMORY_METRIC_NAMES,

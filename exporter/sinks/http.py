@@ -50,6 +50,8 @@ def snapshot_json(snap: Snapshot) -> dict[str, Any]:
         "ready": snap.ready,
         "completed_at": snap.completed_at_s,
         "poll_duration_seconds": snap.poll_duration_s,
+        "shard": {"index": snap.shard[0], "count": snap.shard[1]},
+        "workspace_usage": _plain(snap.usage) if snap.usage else None,
         "endpoints": endpoints,
     }
 

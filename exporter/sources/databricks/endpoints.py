@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ...model import EndpointInfo, ServedEntity
+from ...model import EndpointInfo, RateLimit, ServedEntity
 
 PLATFORM = "databricks"
 
@@ -26,6 +26,8 @@ READY = "READY"
 FAILED_UPDATES = ("UPDATE_FAILED", "UPDATE_CANCELED")
 DEPLOYMENT_READY = "DEPLOYMENT_READY"
 FAILED_DEPLOYMENTS = ("DEPLOYMENT_FAILED", "DEPLOYMENT_ABORTED")
+# AI Gateway rate limits: `renewal_period` (the API knows "minute" only) in seconds.
+RENEWAL_PERIODS = {"minute": 60.0}
 
 
 def endpoint_from_json(data: dict[str, Any], detailed: bool = False) -> EndpointInfo:
@@ -55,7 +57,15 @@ def endpoint_from_json(data: dict[str, Any], detailed: bool = False) -> Endpoint
         served_entities=tuple(_entity(e, routes) for e in entities if isinstance(e, dict) and e.get("name")),
         route_optimized=data.get("route_optimized") is True if detailed else None,
         detailed=detailed,
+        rate_limits=tuple(_rate_limit(r) for r in _list(_dict(data.get("ai_gateway")).get("rate_limits"))
+                          if isinstance(r, dict)),
     )
+
+
+def _rate_limit(data: dict[str, Any]) -> RateLimit:
+    period = _word(data.get("renewal_period"))
+    return RateLimit(calls=_int(data.get("calls")), renewal_seconds=RENEWAL_PERIODS.get(period.lower()) if period else None,
+                     key=_word(data.get("key")))
 
 
 def _entity(data: dict[str, Any], routes: dict[str, float | None]) -> ServedEntity:
