@@ -125,11 +125,11 @@ def _merge(histograms: Sequence[Histogram | None]) -> Histogram | None:
     if not present:
         return None
     newest = present[-1]
-    merged = newest
-    for h in present[:-1]:
-        if h.same_layout(newest):
-            merged = merged.plus(h)
-    return merged
+    same = [newest, *(h for h in present[:-1] if h.same_layout(newest))]  # this order: the same floats as before
+    if len(same) == 1:
+        return newest
+    return Histogram(newest.bounds, tuple(map(sum, zip(*(h.counts for h in same)))),
+                     sum(h.sum for h in same), sum(h.count for h in same))
 
 
 def _finite(value: float) -> float | None:

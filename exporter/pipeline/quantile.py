@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 from collections.abc import Iterable
 
 _PRECISION_TOLERANCE = 1e-12
@@ -29,12 +30,13 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
 
 def histogram_quantiles(qs: Iterable[float], buckets: Iterable[tuple[float, float]]) -> list[float]:
     """`histogram_quantile` for several q over the same buckets, preparing them once."""
-    ordered = sorted(buckets, key=lambda b: b[0])
+    ordered = sorted(buckets, key=_BOUND)
     if not ordered or not math.isinf(ordered[-1][0]) or ordered[-1][0] < 0:
         return [_edge(q) if math.isnan(q) or not 0 <= q <= 1 else math.nan for q in qs]
     bounds, counts = _coalesce(ordered)
     _correct_precision(counts)
-    _ensure_monotonic(counts)
+    if not all(map(operator.le, counts, counts[1:])):  # mostly already monotonic: checked in C first
+        _ensure_monotonic(counts)
     return [_quantile(q, bounds, counts) for q in qs]
 
 
@@ -73,9 +75,15 @@ def _go_div(a: float, b: float) -> float:
     return a / b
 
 
+_BOUND = operator.itemgetter(0)
+
+
 def _coalesce(ordered: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
     """Merge buckets that share an upper bound (as PromQL does), summing their counts."""
-    bounds: list[float] = []
+    bounds = [bound for bound, _ in ordered]
+    if len(set(bounds)) == len(bounds):  # the usual case: nothing to merge
+        return bounds, [float(count) for _, count in ordered]
+    bounds = []
     counts: list[float] = []
     for bound, count in ordered:
         if bounds and bounds[-1] == bound:

@@ -85,11 +85,10 @@ class SeriesWindow:
             return False  # seen, or late: the histogram deltas need minutes in order
         figures = raw
         if histograms == "unknown":
-            figures = replace(
-                raw,
-                latency=self._latency.per_minute(raw.latency, raw.requests) if raw.latency else None,
-                queue_time=self._queue.per_minute(raw.queue_time, raw.requests) if raw.queue_time else None,
-            )
+            latency = self._latency.per_minute(raw.latency, raw.requests) if raw.latency else None
+            queue_time = self._queue.per_minute(raw.queue_time, raw.requests) if raw.queue_time else None
+            if latency is not raw.latency or queue_time is not raw.queue_time:  # else per minute already: as it came
+                figures = replace(raw, latency=latency, queue_time=queue_time)
         self.minutes[minute_key] = figures
         self.newest_key = minute_key if self.newest_key is None else max(self.newest_key, minute_key)
         for key in [k for k in self.minutes if k <= self.newest_key - self.window_minutes]:
