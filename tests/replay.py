@@ -27,12 +27,12 @@ class ReplaySource:
     def close(self) -> None:
         pass
 
-    def list_endpoints(self) -> list[EndpointInfo]:
+    def list_endpoints(self, deadline: float | None = None) -> list[EndpointInfo]:
         self.index += 1  # each list call starts the next recorded poll
         self.usage.count("list", "2xx")
         return [endpoint_from_json(item) for item in self.polls[self.index]["list"]["endpoints"]]
 
-    def describe(self, name: str) -> EndpointInfo:
+    def describe(self, name: str, deadline: float | None = None) -> EndpointInfo:
         self.usage.count("detail", "2xx")
         return endpoint_from_json(self.polls[self.index]["details"][name], detailed=True)
 

@@ -607,3 +607,26 @@ def test_no_proxy_exempts_a_host(server, proxy, monkeypatch):
     finally:
         http.close()
     assert proxy.seen == []
+
+
+def test_a_throttled_listing_never_waits_past_the_deadline(server):
+    """The SDK's retry loop sleeps whatever Retry-After says; through the source, no wait passes the deadline."""
+    from exporter.sources.databricks import client_factory
+
+    server.behaviours["/api/2.0/serving-endpoints"] = ok(b'{"error_code": "REQUEST_LIMIT_EXCEEDED"}',
+                                                         {"Retry-After": "60", "Content-Type": "application/json"},
+                                                         status=429)
+    source = DatabricksSource(client_factory(2.0, 30.0, 4, host=server.url, token="dapi-test", auth_type="pat"),
+                              timeout_s=2.0, retry_budget_s=30.0, pool_size=4)
+    try:
+        started = time.monotonic()
+        with pytest.raises(FetchError) as err:
+            source.list_endpoints(deadline=time.monotonic() + 3)
+        took = time.monotonic() - started
+    finally:
+        source.close()
+    assert err.value.reason == "too_many_requests"
+    assert "retries exhausted" in str(err.value) and "would pass the deadline" in str(err.value)
+    assert took < 10  # not the 60 s Retry-After asks for
+    assert [path for path, _ in server.requests if path.startswith("/api/")] == ["/api/2.0/serving-endpoints"]
+    assert source.usage.totals()[0] == {("list", "429"): 1}

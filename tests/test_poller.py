@@ -46,13 +46,13 @@ class FakeSource:
         self.max_in_flight = 0
         self._lock = threading.Lock()
 
-    def list_endpoints(self):
+    def list_endpoints(self, deadline=None):
         self.calls.append(("list", ""))
         if self.list_error:
             raise self.list_error
         return list(self.infos.values())
 
-    def describe(self, name):
+    def describe(self, name, deadline=None):
         self.calls.append(("detail", name))
         entity = ServedEntity(name=name, workload_type="CPU", compute="cpu", min_provisioned_concurrency=4,
                               max_provisioned_concurrency=8)

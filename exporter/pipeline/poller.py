@@ -153,7 +153,7 @@ class Poller:
         # Fetches stop a little earlier, so that one cut at the deadline is recorded (with its reason) before publishing.
         fetch_deadline = deadline - min(0.25, 0.1 * self.deadline_s)
         try:
-            listing = self.source.list_endpoints()
+            listing = self.source.list_endpoints(deadline=fetch_deadline)
         except Exception as exc:  # FetchError, or anything unexpected: the endpoints we know stay polled
             reason = exc.reason if isinstance(exc, FetchError) else "internal_error"
             log.warning("listing endpoints failed (%s): %s", reason, exc, exc_info=not isinstance(exc, FetchError))
@@ -218,7 +218,7 @@ class Poller:
         """A pool thread's worker."""
         try:
             state.take_listing()
-            self._refresh_detail(state)
+            self._refresh_detail(state, deadline)
             started = self.clock()
             try:
                 observed = self.source.fetch(state.info.name, deadline)
@@ -240,7 +240,7 @@ class Poller:
             try:
                 state.take_listing()
                 if self._detail_due(state):
-                    await asyncio.get_running_loop().run_in_executor(self._pool, self._refresh_detail, state)
+                    await asyncio.get_running_loop().run_in_executor(self._pool, self._refresh_detail, state, deadline)
                 started = self.clock()
                 try:
                     observed = await self.source.fetch_async(state.info.name, deadline)  # type: ignore[attr-defined]
@@ -270,12 +270,12 @@ class Poller:
     def _detail_due(self, state: EndpointState) -> bool:
         return state.detail_at is None or self.clock() - state.detail_at >= self.settings.detail_refresh_seconds
 
-    def _refresh_detail(self, state: EndpointState) -> None:
+    def _refresh_detail(self, state: EndpointState, deadline: float | None = None) -> None:
         now = self.clock()
         if not self._detail_due(state):
             return
         try:
-            state.info = self.source.describe(state.info.name)
+            state.info = self.source.describe(state.info.name, deadline=deadline)
             state.detail_at = now
         except FetchError as exc:
             with state.lock:

@@ -84,9 +84,11 @@ class Source(Protocol):
     refresh_seconds: float  # how often the platform publishes new figures
     usage: ApiUsage  # its calls to the platform
 
-    def list_endpoints(self) -> list[EndpointInfo]: ...
+    def list_endpoints(self, deadline: float | None = None) -> list[EndpointInfo]:
+        """`deadline` (time.monotonic()), as for `fetch`: retries never pass it."""
+        ...
 
-    def describe(self, name: str) -> EndpointInfo: ...
+    def describe(self, name: str, deadline: float | None = None) -> EndpointInfo: ...
 
     def fetch(self, name: str, deadline: float | None = None) -> Observation:
         """`deadline`: time.monotonic() past which the fetch must not go on (retries included)."""

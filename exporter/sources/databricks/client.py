@@ -11,11 +11,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import requests
 import urllib3
+from databricks.sdk.clock import RealClock
 from databricks.sdk.errors import DatabricksError
 from databricks.sdk.errors.platform import STATUS_CODE_MAPPING
 
@@ -28,9 +32,12 @@ def client_factory(timeout_s: float, retry_budget_s: float, pool_size: int,
     """A factory for SDK clients sized for our pool. `auth` goes to the SDK unchanged (host, profile, or
     explicit credentials for the demo); whatever is not given comes from the SDK's environment/profile."""
 
+    clock = DeadlineClock()
+
     def factory() -> SdkClient:
         config = Config(
             **{k: v for k, v in auth.items() if v is not None},
+            clock=clock,
             http_timeout_seconds=timeout_s,
             retry_timeout_seconds=max(1, math.ceil(retry_budget_s)),  # the SDK reads 0 as "default 300"
             max_connection_pools=pool_size + 2,
@@ -41,6 +48,42 @@ def client_factory(timeout_s: float, retry_budget_s: float, pool_size: int,
         return client
 
     return factory
+
+
+class RetryPastDeadline(Exception):
+    """The SDK was about to wait `wait_s` before a retry, and the wait would pass the caller's deadline."""
+
+    def __init__(self, wait_s: float):
+        super().__init__(f"a retry in {wait_s:.3g}s would pass the deadline")
+        self.wait_s = wait_s
+
+
+class DeadlineClock(RealClock):
+    """The SDK's clock, whose retry waits stop at the caller's deadline.
+
+    The SDK's retry loop sleeps whatever Retry-After says, past its own retry budget: one listing
+    answered 429 with `Retry-After: 60` held a whole poll for 62 s. Inside `until(deadline)` a wait
+    that would end past the deadline raises RetryPastDeadline instead of sleeping. Per thread: the
+    list call and the detail calls of one poll run on different threads."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    @contextmanager
+    def until(self, deadline: float) -> Iterator[None]:
+        """`deadline` is time.monotonic()."""
+        previous = getattr(self._local, "deadline", None)
+        self._local.deadline = deadline
+        try:
+            yield
+        finally:
+            self._local.deadline = previous
+
+    def sleep(self, seconds: float) -> None:
+        deadline = getattr(self._local, "deadline", None)
+        if deadline is not None and time.monotonic() + seconds >= deadline:
+            raise RetryPastDeadline(seconds)
+        super().sleep(seconds)
 
 
 def fetch_error(exc: BaseException, path: str) -> FetchError:

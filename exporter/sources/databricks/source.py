@@ -11,6 +11,7 @@ are read up to a size cap and parsed into the pipeline's neutral figures (metric
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -25,7 +26,7 @@ from ... import __version__
 from ...model import EndpointInfo
 from ..base import ApiUsage, FetchError, Observation
 from ..http import HttpClient
-from .client import fetch_error, host_label, on_each_response, redact, status_error
+from .client import DeadlineClock, RetryPastDeadline, fetch_error, host_label, on_each_response, redact, status_error
 from .endpoints import PLATFORM, endpoint_from_json
 from .metrics import observe
 from .sdk import SdkClient
@@ -76,8 +77,8 @@ class DatabricksSource:
 
     # -- the three calls -------------------------------------------------
 
-    def list_endpoints(self) -> list[EndpointInfo]:
-        data = self._call("list", "GET", API)
+    def list_endpoints(self, deadline: float | None = None) -> list[EndpointInfo]:
+        data = self._call("list", "GET", API, deadline=deadline)
         if not isinstance(data, dict):  # never read a malformed answer as an empty workspace
             raise FetchError("bad_response", "endpoint list response is not a JSON object")
         items = data.get("endpoints")
@@ -97,8 +98,8 @@ class DatabricksSource:
             self._observed.pop(gone, None)
         return listed
 
-    def describe(self, name: str) -> EndpointInfo:
-        data = self._call("detail", "GET", f"{API}/{quote(name, safe='')}")
+    def describe(self, name: str, deadline: float | None = None) -> EndpointInfo:
+        data = self._call("detail", "GET", f"{API}/{quote(name, safe='')}", deadline=deadline)
         if not isinstance(data, dict) or not data.get("name"):
             raise FetchError("bad_response", f"endpoint {name!r}: detail response is not an endpoint object")
         return endpoint_from_json(data, detailed=True)
@@ -162,13 +163,24 @@ class DatabricksSource:
 
     # -- plumbing --------------------------------------------------------
 
-    def _call(self, call: str, method: str, path: str, **kwargs: Any) -> Any:
-        """A call through the SDK (its retries included); each HTTP answer is counted by `_sdk_response`."""
+    def _call(self, call: str, method: str, path: str, deadline: float | None = None, **kwargs: Any) -> Any:
+        """A call through the SDK (its retries included, never waiting past `deadline` nor past the retry
+        budget); each HTTP answer is counted by `_sdk_response`."""
+        budget_end = time.monotonic() + self._retry_budget_s
+        deadline = budget_end if deadline is None else min(deadline, budget_end)
         for attempt in (1, 2):
             client, generation = self._current()
-            self._sdk_call.name, self._sdk_call.answers = call, 0
+            self._sdk_call.name, self._sdk_call.answers, self._sdk_call.status = call, 0, None
+            clock = getattr(client.config, "clock", None)
             try:
-                return client.api_client.do(method, path, **kwargs)
+                with clock.until(deadline) if isinstance(clock, DeadlineClock) else contextlib.nullcontext():
+                    return client.api_client.do(method, path, **kwargs)
+            except RetryPastDeadline as exc:
+                status = self._sdk_call.status
+                if status is None:  # no answer yet (a refused connection, say): the poll's deadline came first
+                    raise FetchError("deadline", f"{method} {path}: {exc}") from None
+                error = status_error(status, b"", path)  # the reason of the last answer, as the metrics call gives it
+                raise FetchError(error.reason, f"{error}; {exc}") from None
             except Unauthenticated as exc:
                 if attempt == 2:
                     raise fetch_error(exc, path) from None
@@ -191,6 +203,7 @@ class DatabricksSource:
         call = getattr(self._sdk_call, "name", None)
         if call is not None:
             self._sdk_call.answers += 1
+            self._sdk_call.status = resp.status_code
             self.usage.count(call, ApiUsage.outcome(resp.status_code))
 
     def _fresh_headers(self, generation: int) -> dict[str, str] | None:
