@@ -124,14 +124,21 @@ class Daemon:
 
 
 def run_until_signalled(stop: Callable[[], None]) -> None:
-    """Block until SIGTERM or SIGINT, then stop cleanly."""
+    """Block until SIGTERM or SIGINT, then stop cleanly. SIGHUP, which daemons take as "reload the
+    configuration", must not kill the process (its default action): it is logged and ignored until
+    reloading exists; a restart applies a new configuration."""
     done = threading.Event()
 
     def handler(signum: int, _frame: object) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
         done.set()
 
+    def hangup(_signum: int, _frame: object) -> None:
+        log.warning("received SIGHUP: reloading the configuration is not supported yet; restart to apply a new one")
+
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if hasattr(signal, "SIGHUP"):
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hangup)
     try:
         while not done.wait(1.0):
             pass

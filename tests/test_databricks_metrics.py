@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.sources.base import InvalidDataError
 from exporter.sources.databricks.metrics import ENTITY_LABELS, MetricsParseError, parse_metrics
 
 FIXTURES = Path(__file__).parent / "fixtures" / "metrics"
@@ -110,3 +111,60 @@ def test_empty_body_is_no_data_not_an_error():
 def test_a_non_finite_sample_timestamp_is_a_parse_error(timestamp):
     with pytest.raises(MetricsParseError, match="timestamp is not a finite number"):
         parse_metrics(f"request_count_total 5 {timestamp}\n")
+
+
+BODY = """# TYPE request_count_total gauge
+request_count_total{workspaceId="1"} 600
+# TYPE request_5xx_count_total gauge
+request_5xx_count_total{workspaceId="1"} 6
+# TYPE cpu_usage_percentage gauge
+cpu_usage_percentage{workspaceId="1"} 40
+# TYPE request_latency_ms histogram
+request_latency_ms_bucket{workspaceId="1",le="100.0"} 590
+request_latency_ms_bucket{workspaceId="1",le="+Inf"} 600
+request_latency_ms_sum{workspaceId="1"} 12000
+request_latency_ms_count{workspaceId="1"} 600
+"""
+
+
+def test_the_body_used_by_the_invalid_data_tests_is_valid():
+    f = parse_metrics(BODY.encode()).endpoint
+    assert (f.requests, f.errors_5xx, f.cpu_ratio, f.latency.count) == (600, 6, 0.4, 600)
+
+
+@pytest.mark.parametrize("line, name", [
+    ('request_count_total{workspaceId="1"} 600', "request_count_total"),  # the same line again: QPS would double
+    ('request_count_total{workspaceId="1"} 10', "request_count_total"),  # another value for the same series
+    ('request_latency_ms_bucket{le="100.0",workspaceId="1"} 590', "request_latency_ms_bucket"),  # labels reordered
+])
+def test_a_series_given_twice_is_refused_not_summed(line, name):
+    with pytest.raises(InvalidDataError) as err:
+        parse_metrics((BODY + line + "\n").encode())
+    assert err.value.reason == "invalid_data" and name in str(err.value)
+
+
+def test_a_series_given_twice_in_openmetrics_is_refused_too():
+    body = BODY.replace("request_latency_ms", "unused") + 'request_count_total{workspaceId="1"} 5\n# EOF\n'
+    with pytest.raises(InvalidDataError):
+        parse_metrics(body.encode(), "application/openmetrics-text; version=1.0.0")
+
+
+@pytest.mark.parametrize("old, new", [
+    ('request_count_total{workspaceId="1"} 600', 'request_count_total{workspaceId="1"} -600'),
+    ('request_count_total{workspaceId="1"} 600', 'request_count_total{workspaceId="1"} +Inf'),
+    ('request_5xx_count_total{workspaceId="1"} 6', 'request_5xx_count_total{workspaceId="1"} -Inf'),
+    ('cpu_usage_percentage{workspaceId="1"} 40', 'cpu_usage_percentage{workspaceId="1"} -40'),
+    ('request_latency_ms_bucket{workspaceId="1",le="100.0"} 590', 'request_latency_ms_bucket{workspaceId="1",le="100.0"} NaN'),
+    ('request_latency_ms_sum{workspaceId="1"} 12000', 'request_latency_ms_sum{workspaceId="1"} 1e400'),
+    ('request_latency_ms_count{workspaceId="1"} 600', 'request_latency_ms_count{workspaceId="1"} -1'),
+])
+def test_impossible_values_refuse_the_body(old, new):
+    assert old in BODY
+    with pytest.raises(InvalidDataError) as err:
+        parse_metrics(BODY.replace(old, new).encode())
+    assert err.value.reason == "invalid_data" and "cannot be negative, infinite or NaN" in str(err.value)
+
+
+def test_a_nan_gauge_is_no_value_not_an_error():
+    f = parse_metrics(BODY.replace('cpu_usage_percentage{workspaceId="1"} 40', 'cpu_usage_percentage{workspaceId="1"} NaN').encode()).endpoint
+    assert f.cpu_ratio is None and f.requests == 600

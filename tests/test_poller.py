@@ -303,3 +303,26 @@ def test_a_listing_reaches_a_busy_endpoint_only_when_its_worker_starts_again():
     snap = poller.poll()
     assert report(snap, "c").info.tags == {"team": "search"}
     assert report(snap, "c").info.detailed  # the detail the worker read is kept; the list brought the tags
+
+
+@pytest.mark.parametrize("bad", [
+    body(requests=-600, ts_ms=1763820060000),  # a negative count
+    body(ts_ms=1763820060000).replace(b"request_count_total 600", b"request_count_total +Inf"),
+    body(ts_ms=1763820060000) + body(ts_ms=1763820060000).split(b"\n")[0] + b"\n",  # a series twice
+])
+def test_invalid_data_is_refused_and_the_good_figures_stay(bad):
+    source, poller, now = make(FakeSource(["a", "b"]))
+    before = report(poller.poll(), "a")
+    assert before.status.up and before.endpoint.figures.qps == pytest.approx(10.0)
+    source.bodies["a"] = bad
+    now[0] += 60
+    after = report(poller.poll(), "a")
+    assert not after.status.up and after.status.last_error.startswith("invalid_data:")
+    assert after.endpoint.figures.qps == pytest.approx(10.0)  # the stored minute, not -10, +Inf or 20
+    assert after.endpoint.counters.requests == before.endpoint.counters.requests
+    assert report(poller.snapshot, "b").status.up  # the other endpoint is not affected
+    assert poller.snapshot.fetch_errors[("a", "metrics", "invalid_data")] == 1
+    source.bodies["a"] = body(ts_ms=1763820120000)
+    now[0] += 60
+    recovered = report(poller.poll(), "a")
+    assert recovered.status.up and recovered.endpoint.counters.requests == 1200

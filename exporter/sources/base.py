@@ -49,6 +49,14 @@ class MetricsParseError(FetchError):
         super().__init__("parse_error", message)
 
 
+class InvalidDataError(FetchError):
+    """The body parses, but holds what cannot be: the same series twice, a negative or infinite count.
+    Refused whole (never summed, clipped or half taken): the endpoint's window keeps the minutes it had."""
+
+    def __init__(self, message: str):
+        super().__init__("invalid_data", message)
+
+
 class ApiUsage:
     """The calls a source makes to its platform, by call (list, detail, metrics, token) and outcome, and
     its retries: what the exporter costs the platform's API rate limits. Thread-safe; counts only grow."""

@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import parser as text_parser
 from prometheus_client.openmetrics import parser as om_parser
 
-from .base import MetricsParseError
+from .base import InvalidDataError, MetricsParseError
 
 Sample = tuple[str, dict[str, str], Any, Any]
 
@@ -50,16 +50,25 @@ _TYPES = frozenset({"gauge", "histogram", "summary", "gaugehistogram", "unknown"
 # never change them.
 _CACHE_SIZE = 8192
 _comments: dict[str, bool] = {}
-_heads: dict[str, tuple[str, dict[str, str]] | bool] = {}
+_heads: dict[str, tuple[str, dict[str, str], str] | bool] = {}
 
 
 def samples(body: str, openmetrics: bool = False) -> list[Sample]:
-    """The body's samples; MetricsParseError for anything that is not an exposition."""
+    """The body's samples; MetricsParseError for anything that is not an exposition, InvalidDataError for
+    a series given twice (the format requires each to be unique; summing them would double the figures)."""
     if not openmetrics:
         fast = fast_samples(body)
         if fast is not None:
-            return fast
-    return reference_samples(body, openmetrics)
+            return fast  # holds no series twice: fast_samples leaves those to the reference
+    found = reference_samples(body, openmetrics)
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    for name, labels, _, _ in found:
+        key = (name, tuple(sorted(labels.items())))
+        if key in seen:
+            named = f" {name}" if len(name) <= 100 and _VALID_NAME.fullmatch(name) else ""  # never an odd text
+            raise InvalidDataError(f"a series{named} appears twice in the body")
+        seen.add(key)
+    return found
 
 
 def reference_samples(body: str, openmetrics: bool = False) -> list[Sample]:
@@ -92,6 +101,7 @@ def fast_samples(body: str) -> list[Sample] | None:
     `_NUMBER` for anything but plain digits."""
     found: list[Sample] = []
     append = found.append
+    seen: set[str] = set()  # the series so far, by canonical key: one given twice is the reference's to judge
     comments, heads = _comments, _heads
     try:
         for line in body.split("\n"):
@@ -115,9 +125,10 @@ def fast_samples(body: str) -> list[Sample] | None:
             parsed = heads.get(head)
             if parsed is None:
                 parsed = _remember(heads, head, _head(head))
-            if not parsed or not rest.isascii():
+            if not parsed or not rest.isascii() or parsed[2] in seen:
                 return None
-            name, labels = parsed
+            name, labels, series = parsed
+            seen.add(series)
             value, _, timestamp = rest.partition(" ")
             if value.isdigit():
                 number = int(value)
@@ -138,8 +149,9 @@ def fast_samples(body: str) -> list[Sample] | None:
     return found or None
 
 
-def _head(head: str) -> tuple[str, dict[str, str]] | bool:
-    """A sample's name and labels from the text before its numbers, or False outside the subset."""
+def _head(head: str) -> tuple[str, dict[str, str], str] | bool:
+    """A sample's name, labels and series key (the same for the same labels in another order) from the
+    text before its numbers, or False outside the subset."""
     if not (head.isascii() and head.isprintable()):
         return False  # tabs, CR, non-ASCII: the reference's whitespace handling decides
     brace = head.find("{")
@@ -152,7 +164,9 @@ def _head(head: str) -> tuple[str, dict[str, str]] | bool:
         labels = _labels(labels_text) if labels_text else {}
         if labels is None:
             return False
-    return (name, labels) if _VALID_NAME.fullmatch(name) else False
+    if not _VALID_NAME.fullmatch(name):
+        return False
+    return name, labels, repr((name, sorted(labels.items())))
 
 
 def _remember(cache: dict, key: str, value):  # type: ignore[no-untyped-def]

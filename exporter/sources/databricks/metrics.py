@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ...model import Histogram, MinuteFigures
-from ..base import MetricsParseError, Observation
+from ..base import InvalidDataError, MetricsParseError, Observation
 from ..exposition import Sample, samples
 
 # Label names that may carry the served entity; none is confirmed by the vendor.
@@ -205,6 +205,10 @@ def _assemble(found: Iterable[Sample], openmetrics: bool, max_entities: int) -> 
                 else:
                     acc = overflow = overflow or _Accumulator()
         kind, field_name = known
+        # Counts and percentages cannot be negative or infinite (NaN is "no value": skipped, as before); histogram
+        # series cannot be NaN either. Such a body is refused whole: figures already stored stay as they were.
+        if value < 0 or value == math.inf or (value != value and kind in _HISTOGRAM_KINDS):
+            raise InvalidDataError(f"{name} is {value!r}: a count cannot be negative, infinite or NaN")
         if kind == "bucket":  # most samples: one call less
             acc.add_bucket(field_name, labels.get("le"), value)
         else:
@@ -230,6 +234,7 @@ def _fill_missing(primary: MinuteFigures, fallback: MinuteFigures) -> MinuteFigu
     return MinuteFigures(**values)
 
 
+_HISTOGRAM_KINDS = frozenset({"bucket", "sum", "count"})
 # Every metric name read, to (kind, field): one lookup per sample.
 _KNOWN: dict[str, tuple[str, str]] = {
     **{name: ("value", field_name) for name, field_name in GAUGE_FIELDS.items()},
