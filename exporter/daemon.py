@@ -105,7 +105,8 @@ class Daemon:
         self._stopped.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        # Let a poll in progress publish (it is bounded by the poll deadline) before tearing down.
+        # Let a poll in progress publish what it has (its hung fetches cancelled) before tearing down.
+        self.poller.abort()
         if self._polling.acquire(timeout=min(STOP_WAIT_S, self.settings.poll_interval_seconds)):
             self._polling.release()
         self.http.stop()

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -138,8 +138,17 @@ class Poller:
         self._pool = ThreadPoolExecutor(max_workers=settings.max_concurrent_requests, thread_name_prefix="poll")
         # On the source's loop, at most max_concurrent_requests endpoints at once, across polls (a hung one keeps its slot).
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
+        self._in_flight: Future | None = None  # the fetches of the poll in progress, on the source's loop
+
+    def abort(self) -> None:
+        """On shutdown: the fetches of a poll in progress are cancelled, so that it publishes what it has at
+        once instead of waiting for hung requests until its deadline."""
+        in_flight = self._in_flight
+        if in_flight is not None:
+            in_flight.cancel()
 
     def close(self) -> None:
+        self.abort()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.source.close()
 
@@ -173,7 +182,9 @@ class Poller:
                  if s.begin()]
         if hasattr(self.source, "fetch_async"):
             polled = asyncio.run_coroutine_threadsafe(self._poll_on_loop(order, fetch_deadline), self.source.loop)
+            self._in_flight = polled
             wait([polled], timeout=max(0.0, deadline - time.monotonic()))  # stragglers go on, as threads would
+            self._in_flight = None
         else:
             running = [self._pool.submit(self._poll_endpoint, s, fetch_deadline) for s in order]
             wait(running, timeout=max(0.0, deadline - time.monotonic()))
