@@ -360,10 +360,16 @@ class Poller:
                          metrics_fresh=state.status.up, config_fresh=state.config_fresh and info.detailed,
                          now_s=self.clock())
         advice = recommend(self.settings.remediation, info, endpoint.figures, endpoint.checks, targets)
-        return EndpointReport(info, endpoint, entities, state.status, hints, advice)
+        return EndpointReport(self._capped(info), endpoint, entities, state.status, hints, advice)
+
+    def _capped(self, info: EndpointInfo) -> EndpointInfo:
+        """The configuration as published: at most max_served_entities served entities, as for their figures
+        (each one is several series; the analysis above saw them all)."""
+        cap = self.settings.max_served_entities
+        return info if len(info.served_entities) <= cap else replace(info, served_entities=info.served_entities[:cap])
 
     def _blank_report(self, info: EndpointInfo, status: PollStatus) -> EndpointReport:
         """An endpoint with no answer yet: its configuration, its targets, no figures, and why it is down."""
         figures = Figures()
         endpoint = SeriesReport(None, figures, checks(figures, self.settings.targets_for(info)), Counters())
-        return EndpointReport(info, endpoint, (), status)
+        return EndpointReport(self._capped(info), endpoint, (), status)

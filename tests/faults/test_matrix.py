@@ -64,6 +64,14 @@ def _entities_capped(endpoint: dict, samples: dict) -> None:
     assert 1 <= len(rows) <= 51  # the endpoint's row and at most 50 entities' rows
 
 
+def _entity_config_capped(endpoint: dict, samples: dict) -> None:
+    _qps_unchanged(endpoint, samples)
+    assert len(endpoint["config"]["served_entities"]) == 50  # max_served_entities, as for their figures
+    for family in ("model_serving_served_entity_info", "model_serving_configured_concurrency"):
+        rows = _ep_samples(samples, family, endpoint["name"])
+        assert 1 <= len({dict(k).get("served_entity") for k in rows}) <= 50, (family, len(rows))
+
+
 def _hostile_labels_escaped(endpoint: dict, samples: dict) -> None:
     names = {e["name"] for e in endpoint["served_entities"]}
     assert 'quo"te' in names and "new\nline" in names and "ünï€ødé" in names
@@ -120,7 +128,7 @@ FAULTS = [
     Fault("histogram-reset", p.serving(lambda: p.body(requests=50)), check=_histogram_reset),  # counts drop 600 -> 50
     Fault("detail-500", detail=p.status(500), check=_qps_unchanged),
     Fault("detail-garbage", detail=p.raw(b"<html>", content_type="text/html"), check=_qps_unchanged),
-    Fault("1000-entities-config", None, check=_qps_unchanged),  # detail lists 1,000 served entities (below)
+    Fault("1000-entities-config", None, check=lambda e, s: _entity_config_capped(e, s)),  # detail: 1,000 entities
 ]
 
 
