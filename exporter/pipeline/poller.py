@@ -259,6 +259,10 @@ class Poller:
                     self._failed(state, exc.reason, str(exc), started)
                 else:
                     self._ingest(state, observed, started)
+            except asyncio.CancelledError:  # abort(): the poll publishes without this fetch
+                with state.lock:
+                    state.busy = False
+                raise
             except Exception as exc:
                 log.exception("unexpected error polling endpoint %s", state.info.name)
                 self._failed(state, "internal_error", f"{type(exc).__name__}", self.clock())
