@@ -449,33 +449,21 @@ def pack(points: Iterable[Point], max_uncompressed: int = MAX_UNCOMPRESSED_BYTES
 def pack_series(series: list[dict], max_uncompressed: int = MAX_UNCOMPRESSED_BYTES,
                 max_compressed: int = MAX_COMPRESSED_BYTES) -> list[Payload]:
     """v2 series dicts as gzip-compressed bodies `{"series": [...]}`, in order, each at most
-    `max_uncompressed` bytes of JSON (exactly the text json.dumps makes of the whole body, which is each
-    series' text joined with ", ") and `max_compressed` bytes compressed (a body that compresses worse
-    than usual is cut in two)."""
-    payloads: list[Payload] = []
-    chunk: list[tuple[str, list[int]]] = []  # (JSON text, timestamps) of each series
-    size = len(_OPEN) + len(_CLOSE)
-    for s in series:
-        text = json.dumps(s)
-        if chunk and size + len(_SEP) + len(text) > max_uncompressed:
-            payloads += _compress(chunk, max_compressed)
-            chunk, size = [], len(_OPEN) + len(_CLOSE)
-        size += len(text) + (len(_SEP) if chunk else 0)
-        chunk.append((text, [p["timestamp"] for p in s["points"]]))
-    if chunk:
-        payloads += _compress(chunk, max_compressed)
-    return payloads
-
-
-_OPEN, _SEP, _CLOSE = '{"series": [', ", ", "]}"
-
-
-def _compress(chunk: list[tuple[str, list[int]]], max_compressed: int) -> list[Payload]:
-    body = gzip.compress((_OPEN + _SEP.join(text for text, _ in chunk) + _CLOSE).encode(), compresslevel=6, mtime=0)
-    if len(body) > max_compressed and len(chunk) > 1:
-        half = len(chunk) // 2
-        return _compress(chunk[:half], max_compressed) + _compress(chunk[half:], max_compressed)
-    stamps = [t for _, ts in chunk for t in ts]
+    `max_uncompressed` bytes of JSON (exactly as json.dumps writes the body, as the client would) and
+    `max_compressed` bytes compressed. One json.dumps of everything, then of each part when it is too
+    big: one call per series would cost twice the CPU."""
+    if not series:
+        return []
+    text = json.dumps({"series": series})
+    if len(text) > max_uncompressed and len(series) > 1:
+        parts = min(len(series), math.ceil(len(text) / max_uncompressed) + 1)  # +1: series differ in size
+        step = math.ceil(len(series) / parts)
+        return [p for i in range(0, len(series), step) for p in pack_series(series[i:i + step], max_uncompressed, max_compressed)]
+    body = gzip.compress(text.encode(), compresslevel=6, mtime=0)
+    if len(body) > max_compressed and len(series) > 1:  # rare: it compresses worse than usual
+        half = len(series) // 2
+        return pack_series(series[:half], max_uncompressed, max_compressed) + pack_series(series[half:], max_uncompressed, max_compressed)
+    stamps = [p["timestamp"] for s in series for p in s["points"]]
     return [Payload(body, len(stamps), min(stamps), max(stamps))]
 
 
@@ -506,11 +494,14 @@ def split(payload: Payload, max_uncompressed: int = MAX_UNCOMPRESSED_BYTES,
     return pack_series(series[:half], max_uncompressed, max_compressed) + pack_series(series[half:], max_uncompressed, max_compressed)
 
 
+_UNITS = {PREFIX + name: d.unit for name, d in METRICS.items() if d.unit}
+
+
 def _series_dict(point: Point, value: dict) -> dict:
     out: dict[str, Any] = {"metric": point.metric, "type": point.type, "points": [value]}
     if point.tags:
         out["tags"] = list(point.tags)
-    unit = METRICS[point.metric[len(PREFIX):]].unit if point.metric.startswith(PREFIX) else None
+    unit = _UNITS.get(point.metric)
     if unit:
         out["unit"] = unit
     if point.type == COUNT:
