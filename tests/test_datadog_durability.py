@@ -6,7 +6,10 @@ that fails."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -270,3 +273,31 @@ def test_two_processes_cannot_share_a_spill_directory(fake, tmp_path, caplog):
 def test_the_old_buffer_points_key_says_what_replaced_it():
     with pytest.raises(ValueError, match="buffer_points was replaced by buffer_bytes"):
         DatadogSettings(buffer_points=100_000)
+
+
+FULL_DISK_CHILD = r"""
+import logging, resource, signal, sys
+from pathlib import Path
+from exporter.sinks.datadog.backlog import Backlog, Payload
+
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))  # no file may grow past 1,000 bytes: the disk is "full"
+dropped = []
+backlog = Backlog(4000, lambda reason, n: dropped.append((reason, n)), Path(sys.argv[1]), 10**6)
+for i in range(5):
+    backlog.append(Payload(bytes(1500), 10, i, i))
+print(backlog.errors["write"], sum(n for _, n in dropped), backlog.points, backlog.spilled_points)
+"""
+
+
+def test_a_full_disk_is_a_counted_failure(tmp_path):
+    """A real failing write (the kernel refuses to grow the file) in a process of its own: each failure
+    is counted, logged once, and what cannot be kept is dropped and counted; nothing is raised."""
+    child = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD, str(tmp_path / "spill")], capture_output=True,
+                           text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert child.returncode == 0, child.stderr
+    errors, dropped, waiting, spilled = map(int, child.stdout.split())
+    assert (errors, dropped, waiting, spilled) == (3, 30, 20, 0)  # 2 of 5 payloads fit in memory; 3 could not spill
+    assert child.stderr.count("cannot spill Datadog points") == 1 and "File too large" in child.stderr
+    assert not list((tmp_path / "spill").glob("*.tmp"))  # no half-written file left behind

@@ -68,6 +68,7 @@ class Backlog:
         self.points = 0  # points waiting (kept as a number: the collector reads it from another thread)
         self.spilled_points = 0
         self.errors: Counter[str] = Counter()  # failed disk operations by operation
+        self._failing = False  # writes are failing: logged once per streak, counted every time
         self.directory: Path | None = None
         self._lock_fd: int | None = None
         if directory is not None:
@@ -175,12 +176,18 @@ class Backlog:
             os.replace(tmp, path)
         except OSError as exc:
             self.errors["write"] += 1
-            log.warning("cannot spill Datadog points to %s: %s", self.directory, _reason(exc))
+            (log.debug if self._failing else log.warning)(
+                "cannot spill Datadog points to %s: %s (counted in model_serving_exporter_datadog_spill_errors_total; "
+                "logged again when it recovers)", self.directory, _reason(exc))
+            self._failing = True
             try:
                 tmp.unlink(missing_ok=True)
             except OSError:
                 pass
             return False
+        if self._failing:
+            self._failing = False
+            log.warning("spilling Datadog points to %s again", self.directory)
         self._disk.append(entry)
         entry.body = None
         self.disk_used += entry.size
