@@ -110,14 +110,13 @@ def main() -> None:
     print(f"packed:             {len(payloads)} bodies a minute, {body / 1e3:.0f} kB, {body / len(points):.1f} B a point, "
           f"{body * per_em:.0f} B an endpoint-minute; packing took {pack_cpu:.2f} s CPU")
 
+    payloads = [payload for m in range(minutes) for payload in pack(restamped(points, m))]
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    backlog, payloads = Backlog(10**12, lambda reason, k: None), []
-    for m in range(minutes):
-        for payload in pack(restamped(points, m)):
-            backlog.append(payload)
-            payloads.append(payload)  # the same bodies, for the disk and the drain below
+    backlog = Backlog(10**12, lambda reason, k: None)
+    for p in payloads:  # copies of the bodies, so that the memory they take is traced
+        backlog.append(dataclasses.replace(p, body=bytes(memoryview(p.body))))
     gc.collect()
     held = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()

@@ -456,7 +456,7 @@ def pack_series(series: list[dict], max_uncompressed: int = MAX_UNCOMPRESSED_BYT
         return []
     text = json.dumps({"series": series})
     if len(text) > max_uncompressed and len(series) > 1:
-        parts = min(len(series), math.ceil(len(text) / max_uncompressed) + 1)  # +1: series differ in size
+        parts = math.ceil(len(text) / max_uncompressed)  # a part still too big is cut again
         step = math.ceil(len(series) / parts)
         return [p for i in range(0, len(series), step) for p in pack_series(series[i:i + step], max_uncompressed, max_compressed)]
     body = gzip.compress(text.encode(), compresslevel=6, mtime=0)
