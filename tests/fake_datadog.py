@@ -69,8 +69,9 @@ class _Fault:
 
 class FakeDatadog:
     def __init__(self, api_key: str = "fake-api-key-0123456789", app_key: str = "fake-app-key-9876543210",
-                 lifetime_s: float = 120.0):
+                 lifetime_s: float = 120.0, full_check_series: int = FULL_CHECK_SERIES):
         self.api_key, self.app_key = api_key, app_key
+        self.full_check_series = full_check_series
         self.lock = threading.Lock()
         self.received: list[Received] = []
         self.invalid: list[tuple[str, list[str]]] = []
@@ -224,13 +225,13 @@ class FakeDatadog:
             pass
 
     def _check_series(self, path: str, body: Any) -> list[str]:
-        """MetricPayload through the client's models; beyond FULL_CHECK_SERIES series (the models take about
+        """MetricPayload through the client's models; beyond `full_check_series` series (the models take about
         0.2 ms a series) the rest get a plain structural check of the same schema, to keep big tests fast."""
         if not isinstance(body, dict) or not isinstance(body.get("series"), list):
             return self._check(path, body, MetricPayload)
-        head, rest = body["series"][:FULL_CHECK_SERIES], body["series"][FULL_CHECK_SERIES:]
+        head, rest = body["series"][:self.full_check_series], body["series"][self.full_check_series:]
         problems = schema_errors({**body, "series": head}, MetricPayload)
-        for i, s in enumerate(rest, FULL_CHECK_SERIES):
+        for i, s in enumerate(rest, self.full_check_series):
             ok = (isinstance(s, dict) and set(s) <= SERIES_KEYS and isinstance(s.get("metric"), str)
                   and s.get("type", 0) in (0, 1, 2, 3) and all(isinstance(t, str) for t in s.get("tags", []))
                   and isinstance(s.get("points"), list)

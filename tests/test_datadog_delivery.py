@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.sinks.datadog.settings import DatadogSettings
-from exporter.sinks.datadog.sink import MAX_COMPRESSED_BYTES, MAX_UNCOMPRESSED_BYTES, DatadogSink, DatadogTarget, build_batch
+from exporter.sinks.datadog.sink import MAX_COMPRESSED_BYTES, MAX_UNCOMPRESSED_BYTES, DatadogSink, DatadogTarget, pack
 from exporter.sinks.datadog.points import COUNT, GAUGE, METRICS, PREFIX, Point, Translator
 from exporter.sinks.datadog.delivery import Backoff, BoundedBuffer, exhausted, retry_after_seconds
 
@@ -120,7 +120,7 @@ def test_an_outage_then_recovery_delivers_every_point_once_oldest_first(fake, de
         wait = sink.step()
         waits.append(wait)
         mono.advance(wait)
-    buffered = len(sink.buffer)
+    buffered = sink.backlog.points
     assert buffered > 0 and len(fake.points()) == delivered_before
     assert waits == [0.75, 1.5, 3.0, 6.0]  # exponential, jitter fixed at 0.75 of the step, capped at 8 * 0.75
     assert sink.points["retried"] > 0 and sink.points["dropped"] == 0
@@ -144,26 +144,29 @@ def test_an_outage_then_recovery_delivers_every_point_once_oldest_first(fake, de
     # Hint events that fired during the outage arrive once each.
     events = Counter((e["aggregation_key"], e["alert_type"] == "success") for e in fake.events())
     assert events and max(events.values()) == 1
-    assert sink.points["sent"] == len(received) and sink.points["dropped"] == 0 and len(sink.buffer) == 0
+    assert sink.points["sent"] == len(received) and sink.points["dropped"] == 0 and sink.backlog.points == 0
     assert len(received) - delivered_before == buffered  # what the outage held back, all of it, after recovery
 
 
 def test_a_full_buffer_drops_the_oldest_and_counts_them(fake, demo):
-    sink, mono = make_sink(fake, buffer_points=1000)
+    sink, mono = make_sink(fake)
     fake.fail(503)
     snaps = [demo.poll() for _ in range(3)]
+    translator = Translator()
+    per_snap = [[(p.metric, p.timestamp, p.value, p.type, p.tags) for p in translator.translate(snap)[0]] for snap in snaps]
+    sink.backlog.memory_bytes = 2 * 8_000  # room for two of the demo's compressed polls (about 6 KB each), not three
     for snap in snaps:
         sink.offer(snap)
         mono.advance(sink.step() or 0)
-    want = expected(snaps)
-    assert len(want) > 1000
-    assert len(sink.buffer) == 1000 and sink.dropped["buffer_full"] == len(want) - 1000
+    assert sink.backlog.points == len(per_snap[1]) + len(per_snap[2])
+    assert sink.dropped["buffer_full"] == len(per_snap[0])
     fake.heal()
     drain(sink, mono)
-    assert sorted(map(key, fake.points())) == sorted(map(key, want[-1000:]))  # the newest survived
+    assert sorted(map(key, fake.points())) == sorted(map(key, per_snap[1] + per_snap[2]))  # the newest survived
     text = _exposition(sink)
-    assert f'model_serving_exporter_datadog_points_total{{outcome="dropped"}} {float(len(want) - 1000)}' in text
-    assert f'model_serving_exporter_datadog_points_dropped_total{{reason="buffer_full"}} {float(len(want) - 1000)}' in text
+    dropped = float(len(per_snap[0]))
+    assert f'model_serving_exporter_datadog_points_total{{outcome="dropped"}} {dropped}' in text
+    assert f'model_serving_exporter_datadog_points_dropped_total{{reason="buffer_full"}} {dropped}' in text
     assert 'model_serving_exporter_datadog_buffer_points 0.0' in text
 
 
@@ -207,9 +210,9 @@ def test_a_hanging_intake_times_out_and_never_blocks_offer(fake, demo):
         assert sink.requests[("series", "timeout")] >= 1
         fake.heal()
         deadline = time.monotonic() + 10
-        while (len(sink.buffer) or len(sink.events)) and time.monotonic() < deadline:
+        while (sink.backlog.points or len(sink.events)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(sink.buffer) == 0 and sink.points["dropped"] == 0
+        assert sink.backlog.points == 0 and sink.points["dropped"] == 0
     finally:
         sink.stop()
     assert Counter(map(key, fake.points())) >= Counter(map(key, expected(snaps)))  # all there (a timed-out batch may repeat)
@@ -238,7 +241,7 @@ def test_points_older_than_the_intake_accepts_are_dropped(fake, demo):
     sink, mono = make_sink(fake)
     sink.clock = lambda: time.time() + 2 * 3600
     sink.offer(demo.poll())
-    assert sink.step() is None or len(sink.buffer) == 0
+    assert sink.step() is None or sink.backlog.points == 0
     assert sink.dropped["expired"] > 0 and fake.requests_to("/api/v2/series") == []
 
 
@@ -251,7 +254,7 @@ def test_stop_delivers_what_it_can_and_counts_the_rest(fake, demo):
     started = time.monotonic()
     sink.stop()
     assert time.monotonic() - started < 2.0
-    assert sink.dropped["shutdown"] > 0 and len(sink.buffer) == 0
+    assert sink.dropped["shutdown"] > 0 and sink.backlog.points == 0
 
 
 def test_large_workspaces_are_sent_in_batches_within_the_documented_limits(fake):
@@ -260,11 +263,16 @@ def test_large_workspaces_are_sent_in_batches_within_the_documented_limits(fake)
                     tuple(sorted((f"endpoint:synthetic-{i // 30:04d}", f"check:c{i % 30}", "level:endpoint",
                                   "workspace:adb-1234567890.azuredatabricks.net"))))
               for i in range(60_000)]
-    series, n, size = build_batch(iter(points), MAX_UNCOMPRESSED_BYTES)
-    assert size == len(json.dumps({"series": series})) and 0 < n < len(points) and size <= MAX_UNCOMPRESSED_BYTES
-    sink, mono = make_sink(fake, buffer_points=100_000, request_timeout_seconds=30)
+    payloads = pack(points)
+    assert len(payloads) >= 2 and sum(p.points for p in payloads) == len(points)
+    for payload in payloads:
+        text = gzip.decompress(payload.body)
+        assert len(payload.body) <= MAX_COMPRESSED_BYTES and len(text) <= MAX_UNCOMPRESSED_BYTES
+        assert text.decode() == json.dumps(json.loads(text))  # exactly what json.dumps makes of the body
+    sink, mono = make_sink(fake, request_timeout_seconds=30)
     sink.clock = lambda: 1_700_000_000.0
-    sink.buffer.extend(points)
+    for payload in payloads:
+        sink.backlog.append(payload)
     drain(sink, mono, rounds=20)
     accepted = fake.requests_to("/api/v2/series", 202)
     assert len(accepted) >= 2 and not fake.requests_to("/api/v2/series", 413)
@@ -315,7 +323,7 @@ def test_bounded_buffer_drops_the_oldest():
     assert buf.extend([1, 2]) == 0 and buf.extend([3, 4, 5]) == 2
     assert buf.head(10) == [3, 4, 5]
     buf.remove_head(1)
-    assert buf.drop_where(lambda x: x == 4) == 1 and list(buf) == [5]
+    assert buf.head(10) == [4, 5] and buf.clear() == 2 and len(buf) == 0
 
 
 def test_offer_from_many_threads_is_safe(fake, demo):
@@ -330,16 +338,17 @@ def test_offer_from_many_threads_is_safe(fake, demo):
     assert sink.points["dropped"] == 0 and fake.invalid == []
 
 
-def test_the_body_is_what_the_client_sends(fake, demo):
-    """The exact-size bookkeeping matches the client's own serialization of the payload."""
-    sink, mono = make_sink(fake)
+def test_the_body_sent_is_the_packed_payload(fake, demo):
+    """What is kept compressed in the backlog is sent byte for byte: a valid v2 body, exactly as json.dumps makes it."""
+    sink, mono = make_sink(fake, events=False)
     sink.offer(demo.poll())
     sink._translate_pending()
-    series, n, size = build_batch(sink.buffer, MAX_UNCOMPRESSED_BYTES)
+    seq, payload = sink.backlog.head()
     drain(sink, mono)
     (request,) = fake.requests_to("/api/v2/series", 202)
-    assert len(json.dumps(request.body)) == size and n == len(sink.buffer) + sink.points["sent"]
-    assert len(gzip.compress(json.dumps(request.body).encode(), compresslevel=6)) == pytest.approx(request.sent_bytes, rel=0.05)
+    assert request.sent_bytes == len(payload.body) and request.encoding == "gzip" and fake.invalid == []
+    assert json.dumps(request.body).encode() == gzip.decompress(payload.body)
+    assert len(fake.points()) == payload.points == sink.points["sent"]
 
 
 def _exposition(sink: DatadogSink) -> str:

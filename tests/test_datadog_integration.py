@@ -1,8 +1,11 @@
 """The Datadog sink in the running exporter, over real HTTP: the demo's figures reach a fake intake every
-poll, a hanging intake delays neither polling nor /metrics, and no key leaks anywhere."""
+poll, a hanging intake delays neither polling nor /metrics, a restart during an outage sends what was spilled,
+and no key leaks anywhere."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 import os
 import signal
@@ -10,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import pytest
@@ -126,9 +129,9 @@ def test_a_hanging_intake_delays_neither_polling_nor_metrics(monkeypatch):
             assert time.monotonic() - started < 1.0
             time.sleep(0.2)
         assert stack.daemon.snapshot().completed_at_s > polled  # polls went on
-        assert len(sink.buffer) > 0
+        assert sink.backlog.points > 0
         fake.heal()
-        wait_for(lambda: len(sink.buffer) == 0, what="the buffer to drain")
+        wait_for(lambda: sink.backlog.points == 0, what="the backlog to drain")
         assert sink.points["dropped"] == 0
 
 
@@ -170,3 +173,26 @@ def test_the_demo_command_delivers_to_the_url_override():
         assert proc.returncode == 0, out
         assert "Datadog sink on" in out and fake.api_key not in out
         assert fake.invalid == []
+
+
+def test_a_restart_during_an_outage_sends_what_was_spilled(monkeypatch, tmp_path):
+    """The exporter stops while the intake is down: what it held waits in the spill directory, and the
+    next exporter sends it once the intake is back."""
+    spill = tmp_path / "spill"
+    with FakeDatadog() as fake:
+        fake.fail(503)
+        with DatadogStack(fake, monkeypatch, spill_directory=str(spill)) as stack:
+            sink = stack.sinks[0]
+            wait_for(lambda: sink.backlog.points > 1000, what="points held through the outage")
+        assert sink.dropped["shutdown"] == 0 and sink.points["dropped"] == 0
+        spilled = Counter()
+        for path in spill.glob("*.json.gz"):
+            body = json.loads(gzip.decompress(path.read_bytes()))
+            spilled.update((s["metric"], p["timestamp"], p["value"], tuple(s["tags"])) for s in body["series"] for p in s["points"])
+        assert sum(spilled.values()) == sink.backlog.points > 1000
+        assert not fake.requests_to("/api/v2/series", 202)
+        fake.heal()
+        with DatadogStack(fake, monkeypatch, spill_directory=str(spill)):
+            wait_for(lambda: not list(spill.glob("*.json.gz")), what="the spilled points to be sent")
+        got = Counter((m, ts, v, tuple(tags)) for m, ts, v, _, tags in fake.points())
+        assert not spilled - got  # every spilled point arrived

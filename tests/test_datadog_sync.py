@@ -300,14 +300,18 @@ def test_datadog_settings_from_the_environment(monkeypatch):
 
     monkeypatch.setenv("SERVING_EXPORTER_DATADOG_URL", "http://127.0.0.1:8126/")
     monkeypatch.setenv("SERVING_EXPORTER_DATADOG__TAGS", '["env:prod", "team:ml"]')
-    monkeypatch.setenv("SERVING_EXPORTER_DATADOG__BUFFER_POINTS", "5000")
+    monkeypatch.setenv("SERVING_EXPORTER_DATADOG__BUFFER_BYTES", "5000000")
+    monkeypatch.setenv("SERVING_EXPORTER_DATADOG__SPILL_DIRECTORY", "/var/lib/serving-exporter/datadog")
     settings = load_settings()
     assert settings.datadog_url == "http://127.0.0.1:8126"
-    assert settings.datadog.tags == ["env:prod", "team:ml"] and settings.datadog.buffer_points == 5000
+    assert settings.datadog.tags == ["env:prod", "team:ml"] and settings.datadog.buffer_bytes == 5_000_000
+    assert str(settings.datadog.spill_directory) == "/var/lib/serving-exporter/datadog"
     for name, value, problem in [("SERVING_EXPORTER_DATADOG__TAGS", '["endpoint:x"]', "set by the exporter"),
                                  ("SERVING_EXPORTER_DATADOG__TAGS", '["9lives"]', "invalid Datadog tag"),
                                  ("SERVING_EXPORTER_DATADOG_URL", "ftp://x", "http:// or https://"),
-                                 ("SERVING_EXPORTER_DATADOG__BUFFER_POINTS", "10", "greater than or equal to 100"),
+                                 ("SERVING_EXPORTER_DATADOG__BUFFER_BYTES", "10", "greater than or equal to 1000000"),
+                                 ("SERVING_EXPORTER_DATADOG__SPILL_MAX_BYTES", "-1", "greater than or equal to 1000000"),
+                                 ("SERVING_EXPORTER_DATADOG__BUFFER_POINTS", "100000", "replaced by buffer_bytes"),
                                  ("SERVING_EXPORTER_DATADOG__API_KEY", "x", "unknown key")]:
         with monkeypatch.context() as m:
             m.setenv(name, value)
@@ -325,4 +329,4 @@ def test_the_sink_is_off_without_an_api_key_and_keys_are_not_settings(monkeypatc
     monkeypatch.setenv("DD_APP_KEY", "secret-key-2")
     assert main(["check-config"]) == 0
     out = capsys.readouterr().out
-    assert "secret-key" not in out and "datadog_url: null" in out and "buffer_points: 100000" in out
+    assert "secret-key" not in out and "datadog_url: null" in out and "buffer_bytes: 64000000" in out

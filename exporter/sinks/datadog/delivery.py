@@ -1,4 +1,4 @@
-"""Delivery plumbing that knows nothing about Datadog's payloads: the bounded buffer and the retry delays."""
+"""Delivery plumbing that knows nothing about Datadog's payloads: the bounded buffer (of events) and the retry delays."""
 
 from __future__ import annotations
 
@@ -40,20 +40,9 @@ class BoundedBuffer(Generic[T]):
         """The `n` oldest items, left in the buffer."""
         return list(itertools.islice(self._items, n))
 
-    def __iter__(self):
-        return iter(self._items)
-
     def remove_head(self, n: int) -> None:
         for _ in range(min(n, len(self._items))):
             self._items.popleft()
-
-    def drop_where(self, predicate: Callable[[T], bool]) -> int:
-        """Remove the items matching `predicate` (order kept); return how many."""
-        kept = deque(item for item in self._items if not predicate(item))
-        dropped = len(self._items) - len(kept)
-        if dropped:
-            self._items = kept
-        return dropped
 
     def clear(self) -> int:
         n = len(self._items)

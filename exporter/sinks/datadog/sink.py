@@ -2,12 +2,14 @@
 events through the v1 events API, delivered by a background thread that survives intake outages.
 
 * `offer(snapshot)` only appends to a short hand-off queue: polling and /metrics never wait for Datadog.
-* The sender thread translates each snapshot (points.py), appends the points to a bounded
-  buffer (oldest dropped when full), and delivers the buffer oldest first in gzip-compressed batches
-  within the documented payload limits, one request at a time.
-* A timeout, a connection error, 408, 429 or 5xx leaves the batch in the buffer and retries it after
-  an exponential backoff with jitter, or after the time a rate-limit header asks for. Other answers
-  (400, 403, ...) drop the batch: retrying cannot make it succeed.
+* The sender thread translates each snapshot (points.py), packs its points into request bodies at
+  once (serialised and gzip-compressed within the documented payload limits, about 9 bytes a point),
+  queues them in the backlog (backlog.py: bounded memory, then an optional spill directory; the
+  oldest dropped when full), and delivers the backlog oldest first, one request at a time.
+* A timeout, a connection error, 408, 429 or 5xx leaves the payload in the backlog and retries it after
+  an exponential backoff with jitter, or after the time a rate-limit header asks for. A 413 splits it.
+  Other answers (400, 403, ...) drop it: retrying cannot make it succeed. Points older than the
+  intake accepts are dropped before sending, never sent.
 * Every point is counted once as sent or dropped (and as retried for each failed attempt) in
   `model_serving_exporter_datadog_points_total{outcome}` on /metrics.
 
@@ -20,13 +22,14 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import math
 import os
 import random
 import re
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,14 +40,13 @@ from datadog_api_client.v1.api.events_api import EventsApi
 from datadog_api_client.v1.model.event_alert_type import EventAlertType
 from datadog_api_client.v1.model.event_create_request import EventCreateRequest
 from datadog_api_client.v1.model.event_priority import EventPriority
-from datadog_api_client.v2.api.metrics_api import MetricsApi
-from datadog_api_client.v2.model.metric_content_encoding import MetricContentEncoding
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ...model import Snapshot
 from ...strict import ConfigError
 from ..budget import SeriesBudget
+from .backlog import Backlog, Payload
 from .delivery import Backoff, BoundedBuffer, exhausted, retry_after_seconds
 from .points import COUNT, METRICS, PREFIX, SOURCE_MINUTE_S, HintEvent, Point, Translator
 from .settings import DatadogSettings
@@ -61,10 +63,12 @@ DEFAULT_SITE = "datadoghq.com"
 # MetricsApi.submit_metrics docstring.) We stay a little below both.
 MAX_COMPRESSED_BYTES = 500_000
 MAX_UNCOMPRESSED_BYTES = 5_000_000
-EXPIRY_CHECK_S = 10.0  # how often the buffer is scanned for points too old for the intake
+SERIES_PATH = "/api/v2/series"
+EXPIRY_CHECK_S = 10.0  # how often the backlog is scanned for points too old for the intake
 HANDOFF_SNAPSHOTS = 16  # snapshots waiting for the sender thread; more means the thread is stuck
 EVENT_BUFFER = 10_000
 RETRYABLE_STATUS = {408, 429}
+DROP_REASONS = ("buffer_full", "expired", "rejected", "shutdown", "spill_unreadable")
 _SITE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+")
 
 
@@ -138,7 +142,7 @@ class DatadogSink:
         self.clock, self.monotonic = clock, monotonic
         self.translator = Translator(tags=settings.tags, histogram_buckets=settings.histogram_buckets,
                                      events=settings.events, clock=clock, budget=budget or SeriesBudget())
-        self.buffer: BoundedBuffer[Point] = BoundedBuffer(settings.buffer_points)
+        self.backlog = Backlog(settings.buffer_bytes, self._count_dropped, settings.spill_directory, settings.spill_max_bytes)
         self.events: BoundedBuffer[HintEvent] = BoundedBuffer(EVENT_BUFFER)
         # Each API has its own backoff: an events outage does not hold back the metrics, nor the reverse.
         self.backoff = {api: Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds, random)
@@ -148,7 +152,8 @@ class DatadogSink:
         # the rate-limit headers of a success are seen too.
         self._api = ApiClient(target.configuration(settings.request_timeout_seconds, retry_policy=False,
                                                    return_http_data_only=False, check_input_type=False))
-        self._metrics_api, self._events_api = MetricsApi(self._api), EventsApi(self._api)
+        self._events_api = EventsApi(self._api)
+        self._series_url = target.url.rstrip("/") + SERIES_PATH
         self._handoff: deque[Snapshot] = deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -156,11 +161,13 @@ class DatadogSink:
         self._next_attempt = {"series": 0.0, "events": 0.0}  # monotonic time before which an API is not called
         self._last_api = "series"  # events and metrics take turns, so a burst of events never starves the metrics
         self._next_expiry_check = 0.0
-        self._batch_limit: int | None = None  # points per batch, lowered after a 413
+        # The backlog's head being sent: its id and what is left of it to send (trimmed of expired points,
+        # split after a 413). Removed from the backlog only once every piece is delivered or given up.
+        self._head: tuple[int, list[Payload]] | None = None
         # Self-metrics, read by the collector from other threads.
         self._lock = threading.Lock()
         self.points: Counter[str] = Counter()  # sent / retried / dropped
-        self.dropped: Counter[str] = Counter()  # buffer_full / expired / rejected / shutdown
+        self.dropped: Counter[str] = Counter()  # buffer_full / expired / rejected / shutdown / spill_unreadable
         self.skipped_snapshots = 0
         self.events_outcomes: Counter[str] = Counter()
         self.requests: Counter[tuple[str, str]] = Counter()  # (api, result)
@@ -193,6 +200,7 @@ class DatadogSink:
         if self._thread is not None:
             self._thread.join(self.settings.shutdown_flush_seconds + self.settings.request_timeout_seconds + 1)
         self._api.close()
+        self.backlog.close()
 
     def collector(self) -> Collector:
         return _SinkCollector(self)
@@ -228,12 +236,17 @@ class DatadogSink:
             if wait > 0:
                 time.sleep(wait)
             self._send_once()
-        left, events_left = self.buffer.clear(), self.events.clear()
-        if left or events_left:
-            self._count_dropped("shutdown", left)
+        # What is left waits in the spill directory for the next start, if there is one; else it is lost.
+        self._head = None  # its payload is still in the backlog (pieces already sent may be sent again)
+        lost, events_left = self.backlog.spill_all(), self.events.clear()
+        if lost or events_left:
+            self._count_dropped("shutdown", lost)
             with self._lock:
                 self.events_outcomes["dropped"] += events_left
-            log.warning("Datadog sink stopped with %d points and %d events undelivered", left, events_left)
+            log.warning("Datadog sink stopped with %d points and %d events undelivered", lost, events_left)
+        if len(self.backlog):
+            log.info("Datadog sink stopped with %d points waiting in %s for the next start", self.backlog.points,
+                     self.backlog.directory)
 
     def step(self) -> float | None:
         """One round: translate waiting snapshots, drop expired points, send at most one request when
@@ -249,7 +262,7 @@ class DatadogSink:
     def _due_in(self) -> float | None:
         """Seconds until an API with something to send may be called (0: now; None: nothing to send)."""
         now = self.monotonic()
-        pending = [api for api, items in (("events", self.events), ("series", self.buffer)) if len(items)]
+        pending = [api for api, items in (("events", self.events), ("series", self.backlog)) if len(items)]
         return min((max(0.0, self._next_attempt[api] - now) for api in pending), default=None)
 
     def _translate_pending(self) -> None:
@@ -263,10 +276,11 @@ class DatadogSink:
             except Exception:  # a bug in translation must not stop delivery of what is buffered
                 log.exception("cannot translate a snapshot for Datadog")
                 continue
-            overflow = self.buffer.extend(points)
-            if overflow:
-                self._count_dropped("buffer_full", overflow)
-                log.warning("Datadog buffer full (%d points): dropped the %d oldest", self.buffer.capacity, overflow)
+            dropped = self.dropped["buffer_full"]
+            for payload in pack(points, self.max_uncompressed_bytes, self.max_compressed_bytes):
+                self.backlog.append(payload)
+            if self.dropped["buffer_full"] > dropped:
+                log.warning("Datadog backlog full: dropped the %d oldest points", self.dropped["buffer_full"] - dropped)
             lost = self.events.extend(events)
             if lost:
                 with self._lock:
@@ -274,11 +288,10 @@ class DatadogSink:
 
     def _expire(self) -> None:
         max_age = self.settings.max_point_age_seconds
-        if max_age is None or not len(self.buffer) or self.monotonic() < self._next_expiry_check:
+        if max_age is None or not len(self.backlog) or self.monotonic() < self._next_expiry_check:
             return
-        self._next_expiry_check = self.monotonic() + EXPIRY_CHECK_S  # a scan of the whole buffer: not every round
-        oldest_allowed = self.clock() - max_age
-        expired = self.buffer.drop_where(lambda p: p.timestamp < oldest_allowed)
+        self._next_expiry_check = self.monotonic() + EXPIRY_CHECK_S  # a scan of the whole backlog: not every round
+        expired = self.backlog.expire(self._oldest_allowed(), keep=self._head[0] if self._head else None)
         if expired:
             self._count_dropped("expired", expired)
             log.warning("dropped %d Datadog points older than %gs (the intake would ignore them)", expired, max_age)
@@ -287,7 +300,7 @@ class DatadogSink:
         """One request to an API that is due: an event or a batch of points, taking turns when both are."""
         now = self.monotonic()
         events_due = len(self.events) and now >= self._next_attempt["events"]
-        series_due = len(self.buffer) and now >= self._next_attempt["series"]
+        series_due = len(self.backlog) and now >= self._next_attempt["series"]
         if events_due and (not series_due or self._last_api == "series"):
             self._last_api = "events"
             self._send_event(self.events.head(1)[0])
@@ -295,36 +308,60 @@ class DatadogSink:
             self._last_api = "series"
             self._send_points()
 
+    def _oldest_allowed(self) -> int:
+        max_age = self.settings.max_point_age_seconds
+        return -1 if max_age is None else math.ceil(self.clock() - max_age)
+
     def _send_points(self) -> None:
-        series, n, body_bytes = build_batch(self.buffer, self.max_uncompressed_bytes, self._batch_limit)
-        compressed = _gzip_size(series) if body_bytes > self.max_compressed_bytes else None
-        if compressed is not None and compressed > self.max_compressed_bytes and n > 1:
-            # Rare: the body compresses worse than usual. Halve the batch until it fits.
-            self._batch_limit = max(1, n // 2)
+        """Send the first piece of the backlog's head, trimmed of points the intake would no longer accept."""
+        head = self.backlog.head()
+        if head is None:
             return
-        # The body goes to MetricsApi.submit_metrics as the plain JSON of a MetricPayload (check_input_type is
-        # off for this client): building MetricPayload/MetricSeries/MetricPoint objects costs about 0.15 ms a
-        # series, 10 s of CPU a minute for 1,000 endpoints, against 0.7 s for the dict. Its shape is the
-        # schema's (build_batch); the tests check every body with the client's own models.
-        payload = {"series": series}
-        result = self._call("series", n, lambda: self._metrics_api.submit_metrics(
-            body=payload, content_encoding=MetricContentEncoding.GZIP))  # type: ignore[arg-type]
-        if result == "sent":
-            self.buffer.remove_head(n)
-            with self._lock:
-                self.points["sent"] += n
-                self.payload_bytes["series"] += compressed or _gzip_size(series)
-            self._batch_limit = None
-        elif result == "too_large" and n > 1:
-            self._batch_limit = max(1, n // 2)
-            with self._lock:
-                self.points["retried"] += n
-        elif result == "retry":
-            with self._lock:
-                self.points["retried"] += n
-        else:  # rejected: retrying cannot help
-            self.buffer.remove_head(n)
-            self._count_dropped("rejected", n)
+        seq, payload = head
+        if self._head is None or self._head[0] != seq:  # a new head (or the one being sent was dropped)
+            self._head = (seq, [payload])
+        pieces = self._head[1]
+        oldest_allowed = self._oldest_allowed()
+        if pieces[0].oldest < oldest_allowed:
+            trimmed, expired = trim(pieces[0], oldest_allowed, self.max_uncompressed_bytes, self.max_compressed_bytes)
+            pieces[0:1] = trimmed
+            self._count_dropped("expired", expired)
+            log.warning("dropped %d Datadog points older than %ds (the intake would ignore them)", expired,
+                        self.settings.max_point_age_seconds)
+        if pieces:
+            piece = pieces[0]
+            result = self._call("series", piece.points, lambda: self._post_series(piece.body))
+            if result == "sent":
+                pieces.pop(0)
+                with self._lock:
+                    self.points["sent"] += piece.points
+                    self.payload_bytes["series"] += len(piece.body)
+            elif result == "too_large" and piece.points > 1 and len(halves := split(piece, self.max_uncompressed_bytes,
+                                                                                      self.max_compressed_bytes)) > 1:
+                pieces[0:1] = halves
+                with self._lock:
+                    self.points["retried"] += piece.points
+            elif result == "retry":
+                with self._lock:
+                    self.points["retried"] += piece.points
+            else:  # rejected (or a 413 that cannot be split): retrying cannot help
+                pieces.pop(0)
+                self._count_dropped("rejected", piece.points)
+        if not pieces:
+            self.backlog.remove(seq)
+            self._head = None
+
+    def _post_series(self, body: bytes) -> tuple[None, int, dict[str, str]]:
+        """POST an already compressed body to the v2 series intake through the client's connection pool
+        (its proxy, CA bundle and timeout). MetricsApi.submit_metrics would serialise and compress a dict
+        again; the backlog keeps bodies compressed. Answers as the client does: an ApiException unless 2xx."""
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", "Accept": "application/json",
+                   "User-Agent": self._api.user_agent, "DD-API-KEY": self.target.api_key}
+        r = self._api.rest_client.pool_manager.request("POST", self._series_url, body=body, headers=headers, retries=False,
+                                                       timeout=urllib3.Timeout(total=self.settings.request_timeout_seconds))
+        if not 200 <= r.status <= 299:
+            raise ApiException(http_resp=r)
+        return None, r.status, dict(r.headers)
 
     def _send_event(self, event: HintEvent) -> None:
         def request() -> Any:  # built inside _call, so that a body the model rejects is dropped, not retried forever
@@ -395,49 +432,81 @@ class DatadogSink:
             self.dropped[reason] += n
 
 
-def build_batch(points: Iterator[Point] | BoundedBuffer[Point], max_bytes: int,
-                max_points: int | None = None) -> tuple[list[dict], int, int]:
-    """The oldest points grouped into v2 series dicts, as many as fit in `max_bytes` of JSON (and
-    `max_points`). Returns (series, number of points taken, exact JSON size of {"series": [...]}):
-    the sizes are those of json.dumps, which is how the client serializes the body."""
+def pack(points: Iterable[Point], max_uncompressed: int = MAX_UNCOMPRESSED_BYTES,
+         max_compressed: int = MAX_COMPRESSED_BYTES) -> list[Payload]:
+    """Points as v2 series request bodies, in order: the points of one series share one series entry."""
     series: dict[tuple, dict] = {}
-    size = len('{"series": []}')
-    taken = 0
     for point in points:
-        if max_points is not None and taken >= max_points:
-            break
         value = {"timestamp": point.timestamp, "value": point.value}
         existing = series.get(point.series_key)
-        if existing is not None:
-            grow = len(json.dumps(value)) + 2
+        if existing is None:
+            series[point.series_key] = _series_dict(point, value)
         else:
-            new = _series_dict(point, value)
-            grow = len(json.dumps(new)) + (2 if series else 0)
-        if taken and size + grow > max_bytes:
-            break
-        if existing is not None:
             existing["points"].append(value)
-        else:
-            series[point.series_key] = new
-        size += grow
-        taken += 1
-    return list(series.values()), taken, size
+    return pack_series(list(series.values()), max_uncompressed, max_compressed)
+
+
+def pack_series(series: list[dict], max_uncompressed: int = MAX_UNCOMPRESSED_BYTES,
+                max_compressed: int = MAX_COMPRESSED_BYTES) -> list[Payload]:
+    """v2 series dicts as gzip-compressed bodies `{"series": [...]}`, in order, each at most
+    `max_uncompressed` bytes of JSON (exactly as json.dumps writes the body, as the client would) and
+    `max_compressed` bytes compressed. One json.dumps of everything, then of each part when it is too
+    big: one call per series would cost twice the CPU."""
+    if not series:
+        return []
+    text = json.dumps({"series": series})
+    if len(text) > max_uncompressed and len(series) > 1:
+        parts = math.ceil(len(text) / max_uncompressed)  # a part still too big is cut again
+        step = math.ceil(len(series) / parts)
+        return [p for i in range(0, len(series), step) for p in pack_series(series[i:i + step], max_uncompressed, max_compressed)]
+    body = gzip.compress(text.encode(), compresslevel=6, mtime=0)
+    if len(body) > max_compressed and len(series) > 1:  # rare: it compresses worse than usual
+        half = len(series) // 2
+        return pack_series(series[:half], max_uncompressed, max_compressed) + pack_series(series[half:], max_uncompressed, max_compressed)
+    stamps = [p["timestamp"] for s in series for p in s["points"]]
+    return [Payload(body, len(stamps), min(stamps), max(stamps))]
+
+
+def unpack(payload: Payload) -> list[dict]:
+    """The series dicts of a payload."""
+    return json.loads(gzip.decompress(payload.body))["series"]
+
+
+def trim(payload: Payload, oldest_allowed: int, max_uncompressed: int = MAX_UNCOMPRESSED_BYTES,
+         max_compressed: int = MAX_COMPRESSED_BYTES) -> tuple[list[Payload], int]:
+    """The payload without its points older than `oldest_allowed`, and how many were removed."""
+    kept = []
+    for s in unpack(payload):
+        s["points"] = [p for p in s["points"] if p["timestamp"] >= oldest_allowed]
+        if s["points"]:
+            kept.append(s)
+    pieces = pack_series(kept, max_uncompressed, max_compressed)
+    return pieces, payload.points - sum(p.points for p in pieces)
+
+
+def split(payload: Payload, max_uncompressed: int = MAX_UNCOMPRESSED_BYTES,
+          max_compressed: int = MAX_COMPRESSED_BYTES) -> list[Payload]:
+    """The payload as two (after a 413), or as itself if it holds one series only."""
+    series = unpack(payload)
+    if len(series) < 2:
+        return [payload]
+    half = len(series) // 2
+    return pack_series(series[:half], max_uncompressed, max_compressed) + pack_series(series[half:], max_uncompressed, max_compressed)
+
+
+_UNITS = {PREFIX + name: d.unit for name, d in METRICS.items() if d.unit}
 
 
 def _series_dict(point: Point, value: dict) -> dict:
     out: dict[str, Any] = {"metric": point.metric, "type": point.type, "points": [value]}
     if point.tags:
         out["tags"] = list(point.tags)
-    unit = METRICS[point.metric[len(PREFIX):]].unit if point.metric.startswith(PREFIX) else None
+    unit = _UNITS.get(point.metric)
     if unit:
         out["unit"] = unit
     if point.type == COUNT:
         out["interval"] = SOURCE_MINUTE_S
     return out
-
-
-def _gzip_size(series: list[dict]) -> int:
-    return len(gzip.compress(json.dumps({"series": series}).encode(), compresslevel=6))
 
 
 class _SinkCollector(Collector):
@@ -458,8 +527,8 @@ class _SinkCollector(Collector):
         for outcome in ("sent", "retried", "dropped"):
             fam.add_metric([outcome], points.get(outcome, 0))
         yield fam
-        fam = CounterMetricFamily("model_serving_exporter_datadog_points_dropped", "Points dropped by reason: buffer_full (oldest dropped), expired (older than max_point_age_seconds), rejected (a 4xx answer), shutdown.", labels=["reason"])
-        for reason in ("buffer_full", "expired", "rejected", "shutdown"):
+        fam = CounterMetricFamily("model_serving_exporter_datadog_points_dropped", "Points dropped by reason: buffer_full (the oldest, memory and spill directory full), expired (older than max_point_age_seconds, never sent), rejected (a 4xx answer), shutdown (not delivered nor spilled at exit), spill_unreadable (a spilled file that could not be read).", labels=["reason"])
+        for reason in DROP_REASONS:
             fam.add_metric([reason], dropped.get(reason, 0))
         yield fam
         fam = CounterMetricFamily("model_serving_exporter_datadog_events", "Hint events for Datadog by outcome.", labels=["outcome"])
@@ -476,12 +545,25 @@ class _SinkCollector(Collector):
         fam = CounterMetricFamily("model_serving_exporter_datadog_skipped_snapshots", "Snapshots skipped because the sender thread was behind (their counts go out with the next minute).")
         fam.add_metric([], skipped)
         yield fam
-        g = GaugeMetricFamily("model_serving_exporter_datadog_buffer_points", "Points waiting for delivery to Datadog.")
-        g.add_metric([], len(s.buffer))
+        backlog = s.backlog
+        g = GaugeMetricFamily("model_serving_exporter_datadog_buffer_points", "Points waiting for delivery to Datadog, in memory and spilled.")
+        g.add_metric([], backlog.points)
         yield g
-        g = GaugeMetricFamily("model_serving_exporter_datadog_buffer_capacity_points", "Points the Datadog buffer holds at most (datadog.buffer_points).")
-        g.add_metric([], s.buffer.capacity)
+        g = GaugeMetricFamily("model_serving_exporter_datadog_buffer_bytes", "Compressed payload bytes waiting for delivery to Datadog, by location (memory, disk).", labels=["location"])
+        g.add_metric(["memory"], backlog.memory_used)
+        g.add_metric(["disk"], backlog.disk_used)
         yield g
+        g = GaugeMetricFamily("model_serving_exporter_datadog_buffer_capacity_bytes", "Most bytes the Datadog backlog keeps, by location (datadog.buffer_bytes; datadog.spill_max_bytes, 0 without a usable spill directory).", labels=["location"])
+        g.add_metric(["memory"], backlog.memory_bytes)
+        g.add_metric(["disk"], backlog.disk_bytes if backlog.directory is not None else 0)
+        yield g
+        fam = CounterMetricFamily("model_serving_exporter_datadog_spilled_points", "Points written to the spill directory (datadog.spill_directory).")
+        fam.add_metric([], backlog.spilled_points)
+        yield fam
+        fam = CounterMetricFamily("model_serving_exporter_datadog_spill_errors", "Failed operations on the spill directory (disk full, read-only, missing), by operation (open, write, read, delete).", labels=["operation"])
+        for operation in ("open", "write", "read", "delete"):
+            fam.add_metric([operation], backlog.errors.get(operation, 0))
+        yield fam
         g = GaugeMetricFamily("model_serving_exporter_datadog_last_success_timestamp_seconds", "Time the Datadog API last accepted a request.")
         if s.last_success_s is not None:
             g.add_metric([], s.last_success_s)
