@@ -65,12 +65,8 @@ def odd_known_values_body(rng: random.Random) -> str:
     for i in _samples_of("\n".join(lines)):
         if rng.random() > 0.3:
             continue
-        head, _, rest = lines[i].rpartition("}") if "}" in lines[i] else (None, None, lines[i])
-        if head is None:
-            name, _, rest = lines[i].partition(" ")
-            head = name
-        else:
-            head += "}"
+        close = lines[i].rfind("}")  # the numbers follow the labels, or the name
+        head, rest = (lines[i][:close + 1], lines[i][close + 1:]) if close >= 0 else lines[i].partition(" ")[::2]
         numbers = rest.split()
         r = rng.random()
         if r < 0.4 and numbers:
