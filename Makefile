@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench generate clean
+.PHONY: demo test bench soak fuzz generate clean
 
 demo: $(VENV)/.installed  ## run the demo workspace and the exporter (http://127.0.0.1:9877/metrics)
 	$(BIN)/serving-exporter demo
@@ -13,6 +13,12 @@ test: $(VENV)/.installed  ## run the whole test suite
 
 bench: $(VENV)/.installed  ## side by side: exporter poll vs a naive loop and a real Prometheus, /metrics scrape, RSS (needs prometheus)
 	$(BIN)/python bench/bench.py
+
+soak: $(VENV)/.installed  ## 1,000 polls of 200 simulated endpoints with random faults: RSS/fds/threads flat, polls on time (~20 min)
+	$(BIN)/python bench/soak.py
+
+fuzz: $(VENV)/.installed  ## the nightly-size fuzzing of the metrics parser and the config loader (100,000 bodies, a few minutes)
+	FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest tests/test_fuzz_parser.py tests/test_fuzz_config.py
 
 generate: $(VENV)/.installed  ## regenerate every derived file (tests fail when one is stale)
 	$(BIN)/python docs/generate.py

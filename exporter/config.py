@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict, SettingsError
 
 from .model import EndpointInfo
 from .pipeline.rules import Remediation
@@ -129,6 +129,11 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
         settings = _Sourced(**overrides)
     except ValidationError as exc:
         problems += [_describe(err, overrides, file_data, source) for err in exc.errors()]
+    except SettingsError as exc:  # a variable of a list or section setting that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        names = sorted(v for v in os.environ if field and v.upper().startswith(ENV_PREFIX + field.group(1).upper()))
+        problems.append(f"environment variable {' or '.join(names) or '?'}: {field.group(1) if field else exc}: "
+                        "not valid JSON (a list or a section is written as JSON)")
     if problems:
         raise ConfigError(problems)
     return settings
@@ -139,12 +144,18 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except yaml.YAMLError as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}"]) from None
+    # PyYAML lets through ValueError (an integer past Python's 4,300 digits) and RecursionError (deep nesting).
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
         raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of settings, not {type(data).__name__}"])
+    odd = [key for key in data if not isinstance(key, str)]  # pydantic-settings lower-cases every top-level key
+    if odd:
+        raise ConfigError([f"{path}: {key!r}: a setting name must be a string" for key in odd])
     return data
 
 

@@ -23,7 +23,7 @@ class Selector(Strict):
         if value is not None:
             try:
                 re.compile(value)
-            except re.error as exc:
+            except (re.error, RecursionError) as exc:  # RecursionError: groups nested hundreds deep
                 raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
         return value
 

@@ -75,7 +75,10 @@ def parse_metrics(body: str | bytes, content_type: str = "", max_entities: int =
         except UnicodeDecodeError as exc:
             raise MetricsParseError(f"body is not UTF-8 text: {exc}") from None
     openmetrics = "openmetrics" in content_type.lower() or body.rstrip().endswith("# EOF")
-    return _assemble(samples(body, openmetrics), openmetrics, max_entities)
+    try:
+        return _assemble(samples(body, openmetrics), openmetrics, max_entities)
+    except OverflowError:  # an integer value or timestamp of hundreds of digits, which no float holds
+        raise MetricsParseError("a sample value or timestamp is out of range") from None
 
 
 def _timestamp_ms(ts: object) -> int | None:
