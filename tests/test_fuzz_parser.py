@@ -16,8 +16,8 @@ Two fuzzers, both reproducible:
 Asserted is only what the code promises (docstrings of observe/parse_metrics, Observation, Histogram,
 FetchError): the error type with a bounded reason, its message never quoting the body, at most `max_entities` entities, an int or None
 timestamp, histograms with ascending bounds ending at +Inf, and the same bytes giving back the same
-observation. The figures' values are not asserted finite or non-negative: the parser does not promise it
-(yet); the test prints how many bodies gave such figures.
+observation, and no figure of an accepted body is negative or non-finite: the parser refuses such bodies as
+invalid_data.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def check(body: str | bytes, content_type: str, max_entities: int) -> tuple[str,
 
 
 def odd_figures(observed: Observation) -> set[str]:
-    """Which of 'negative' and 'non-finite' the observation's plain figures show (reported, not asserted)."""
+    """Which of 'negative' and 'non-finite' the observation's plain figures show (none may)."""
     found = set()
     for figures in (observed.endpoint, *observed.entities.values()):
         for value in vars(figures).values():
@@ -215,6 +215,7 @@ def test_generated_bodies_give_figures_or_a_fetch_error():
           + ", ".join(f"{c} {outcomes[(c, 'ok')]} ok/{outcomes[(c, 'refused')]} refused" for c in names)
           + f"; figures with negative values: {odd['negative']}, non-finite: {odd['non-finite']}")
     assert total == FUZZ_EXAMPLES
+    assert not odd, f"accepted bodies gave negative or non-finite figures: {dict(odd)}"
     # Non-vacuity: the corpus reaches both outcomes, and the new generators produce both too.
     for category in ("valid", "odd_known_values", "bytes"):
         assert outcomes[(category, "ok")] and (category == "valid" or outcomes[(category, "refused")]), category
