@@ -45,6 +45,7 @@ DEFAULT_PORT = 9877
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED, extra="forbid",
+                                      allow_inf_nan=False,
                                       env_parse_none_str="null")
 
     listen: str = Field(f"0.0.0.0:{DEFAULT_PORT}", description="HOST:PORT for /metrics, /healthz, /readyz and /api/v1/endpoints")

@@ -22,7 +22,8 @@ class ConfigError(Exception):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No setting means infinity or NaN (`.inf` in YAML would pass every `ge=` bound and stall a poll forever).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def patch_of(model: type[BaseModel], doc: str, nullable: bool) -> type[BaseModel]:

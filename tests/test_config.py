@@ -125,3 +125,12 @@ def test_kubernetes_service_link_variables_are_not_settings(monkeypatch):
     assert load_settings().poll_interval_seconds == 60
     monkeypatch.setenv("SERVING_EXPORTER_POLL_INTERVL", "5")
     assert len(problems()) == 1
+
+
+def test_infinity_and_nan_are_not_settings(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("poll_interval_seconds: .inf\ntargets:\n  error_ratio: .nan\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    text = str(err.value)
+    assert "poll_interval_seconds" in text and "targets.error_ratio" in text and "finite" in text
