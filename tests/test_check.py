@@ -29,6 +29,8 @@ from exporter.pipeline.targets import Targets
 from exporter.sinks.http import HttpServer, make_app, snapshot_json
 from exporter.sinks.prometheus import Exposition
 
+from .examples import healthy_figures
+
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((ROOT / "docs" / "check.schema.json").read_text())
 JUNIT_XSD = xmlschema.XMLSchema(str(Path(__file__).parent / "fixtures" / "junit.xsd"))
@@ -49,13 +51,7 @@ def info(name: str = "ep", entity_changes: dict | None = None, **changes) -> End
     return replace(base, **changes)
 
 
-def figures(**changes) -> Figures:
-    """A healthy endpoint: 50 QPS (45-55), 35 ms mean, no queue, 40% CPU."""
-    base = Figures(minutes=5, latest_minute_ms=60_000, qps=50.0, qps_min=45.0, qps_max=55.0, latency_p50=0.03,
-                   latency_p90=0.05, latency_p99=0.08, latency_mean=0.035, error_ratio=0.001, error_ratio_4xx=0.001,
-                   error_ratio_5xx=0.0, queue_depth=0.0, queue_depth_method="estimated", cpu_ratio=0.4,
-                   memory_ratio=0.4, provisioned_concurrency=4.0, required_concurrency=1.75)
-    return replace(base, **changes)
+figures = healthy_figures
 
 
 def outcome(check: str, endpoint: EndpointInfo | None = None, figs: Figures | None = None, targets=None,

@@ -13,6 +13,8 @@ from exporter.pipeline.targets import Targets
 from exporter.model import EndpointInfo, Figures, ServedEntity
 from exporter.pipeline.rules import RULE_IDS, RULES, HintMemory, conditions_now, evaluate, markdown, recommend
 
+from .examples import healthy_figures
+
 TARGETS = Targets().by_check()
 
 
@@ -26,13 +28,7 @@ def info(**changes) -> EndpointInfo:
     return replace(base, **changes)
 
 
-def figures(**changes) -> Figures:
-    """A healthy endpoint: 50 QPS, 35 ms mean, no queue, 40% CPU, 4 of 16 provisioned."""
-    base = Figures(minutes=5, latest_minute_ms=60_000, qps=50.0, qps_min=45.0, qps_max=55.0, latency_p50=0.03,
-                   latency_p90=0.05, latency_p99=0.08, latency_mean=0.035, error_ratio=0.001, error_ratio_4xx=0.001,
-                   error_ratio_5xx=0.0, queue_depth=0.0, queue_depth_method="estimated", cpu_ratio=0.4,
-                   memory_ratio=0.4, provisioned_concurrency=4.0, required_concurrency=1.75)
-    return replace(base, **changes)
+figures = healthy_figures
 
 
 def fired(endpoint=None, figs=None, targets=None, **thresholds) -> dict[str, str]:
