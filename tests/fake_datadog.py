@@ -69,7 +69,7 @@ class _Fault:
 
 class FakeDatadog:
     def __init__(self, api_key: str = "fake-api-key-0123456789", app_key: str = "fake-app-key-9876543210",
-                 lifetime_s: float = 120.0, full_check_series: int = FULL_CHECK_SERIES):
+                 lifetime_s: float = 120.0, full_check_series: int = FULL_CHECK_SERIES, port: int = 0):
         self.api_key, self.app_key = api_key, app_key
         self.full_check_series = full_check_series
         self.lock = threading.Lock()
@@ -82,6 +82,7 @@ class FakeDatadog:
         self._hang_s = 0.0
         self._released = threading.Event()
         self._next_id = 1000
+        self._connections: set[socket.socket] = set()  # open keep-alive connections, closed by stop()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -90,6 +91,8 @@ class FakeDatadog:
             def setup(self) -> None:
                 super().setup()  # answers are written in two parts: without this, delayed ACKs add 40 ms each
                 self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with fake.lock:
+                    fake._connections.add(self.request)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -106,7 +109,7 @@ class FakeDatadog:
             def do_DELETE(self) -> None:
                 fake._handle(self, "DELETE")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)  # a given port: a second fake after an outage
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-datadog", daemon=True)
@@ -130,6 +133,12 @@ class FakeDatadog:
         self._timer.cancel()
         self._server.shutdown()
         self._server.server_close()
+        with self.lock:  # a stopped intake is gone: its kept-alive connections too, not only the listener
+            for conn in self._connections:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def __enter__(self) -> FakeDatadog:
         return self.start()

@@ -405,7 +405,7 @@ class DatadogSink:
                       " (check DD_API_KEY and DD_SITE)" if status in (401, 403) else "")
             return "rejected"
         except urllib3.exceptions.HTTPError as exc:  # timeouts, refused connections, broken responses
-            self._count_request(api, "timeout" if isinstance(exc, urllib3.exceptions.TimeoutError) or "timed out" in str(exc) else "error")
+            self._count_request(api, _failure(exc))
             delay = self.backoff[api].failure()
             self._next_attempt[api] = self.monotonic() + delay
             log.warning("Datadog %s request failed (%s) for %s; retrying in %.1fs", api, type(exc).__name__, what, delay)
@@ -430,6 +430,17 @@ class DatadogSink:
         with self._lock:
             self.points["dropped"] += n
             self.dropped[reason] += n
+
+
+def _failure(exc: urllib3.exceptions.HTTPError) -> str:
+    """connection (refused, reset, DNS), timeout or error. urllib3's NewConnectionError subclasses its
+    ConnectTimeoutError, so a refused connection is told apart before a timeout is."""
+    reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason else exc
+    if isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProtocolError)):
+        return "connection"
+    if isinstance(reason, urllib3.exceptions.TimeoutError) or "timed out" in str(reason):
+        return "timeout"
+    return "error"
 
 
 def pack(points: Iterable[Point], max_uncompressed: int = MAX_UNCOMPRESSED_BYTES,
@@ -535,7 +546,7 @@ class _SinkCollector(Collector):
         for outcome in ("sent", "retried", "dropped"):
             fam.add_metric([outcome], events.get(outcome, 0))
         yield fam
-        fam = CounterMetricFamily("model_serving_exporter_datadog_requests", "Requests to the Datadog API by API (series, events) and result (HTTP status, timeout, error).", labels=["api", "result"])
+        fam = CounterMetricFamily("model_serving_exporter_datadog_requests", "Requests to the Datadog API by API (series, events) and result (HTTP status, timeout, connection: refused or reset, error).", labels=["api", "result"])
         for (api, result), n in sorted(requests.items()):
             fam.add_metric([api, result], n)
         yield fam
