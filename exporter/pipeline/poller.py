@@ -28,12 +28,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..model import Counters, EndpointInfo, EndpointReport, Figures, PollStatus, SeriesReport, Snapshot
 from ..sources import FetchError, Observation, Source
+from ..threads import started_pool
 from .analysis import checks
 from .rules import HintMemory, evaluate, recommend
 from .selection import shard_of
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DETAIL_THREADS = 4  # concurrent detail calls of a source with a loop (each in a thread: the SDK blocks)
 MAX_CLOCK_SKEW_S = 600  # sample timestamps further ahead of the clock than this are not trusted
 
 
@@ -135,7 +137,10 @@ class Poller:
         self.discovered = 0
         self.last_list_error: str | None = None
         self.snapshot = Snapshot(workspace=source.workspace)
-        self._pool = ThreadPoolExecutor(max_workers=settings.max_concurrent_requests, thread_name_prefix="poll")
+        # Blocking calls: every fetch of a source without a loop; else only the rare detail calls, which need a
+        # few threads. Started at once, so that the thread count is flat (exporter/threads.py).
+        workers = settings.max_concurrent_requests
+        self._pool = started_pool(min(workers, DETAIL_THREADS) if hasattr(source, "fetch_async") else workers, "poll")
         # On the source's loop, at most max_concurrent_requests endpoints at once, across polls (a hung one keeps its slot).
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
         self._in_flight: Future | None = None  # the fetches of the poll in progress, on the source's loop

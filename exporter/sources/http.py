@@ -38,6 +38,7 @@ from urllib.parse import unquote, urlsplit
 
 import httptools
 
+from ..threads import started_pool
 from .base import ApiUsage, FetchError
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 503})
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 10.0
+RESOLVER_THREADS = 4  # the loop's executor: name resolution (one per new connection) and SDK auth calls
 KEEPALIVE_S = 15.0  # an idle connection older than this is closed rather than reused (aiohttp's default too)
 MAX_HEADER_BYTES = 64 * 1024  # the status line and headers of one answer
 
@@ -80,6 +82,8 @@ class HttpClient:
         self._idle: dict[tuple, list[tuple[float, _Connection]]] = {}
         self._ssl = _ssl_context()
         self.loop = asyncio.new_event_loop()  # fetch() runs on it; the poller schedules its workers there
+        # Its executor resolves host names and runs the SDK's blocking auth calls: a fixed few threads.
+        self.loop.set_default_executor(started_pool(RESOLVER_THREADS, "http-executor"))
         self._slots = asyncio.Semaphore(pool_size)  # bound to self.loop at first use
         self._thread = threading.Thread(target=self.loop.run_forever, name="http-loop", daemon=True)
         self._thread.start()
