@@ -91,14 +91,19 @@ class EndpointState:
         self.config_fresh = listing is not None
         if listing is None:
             return
-        if self.info.detailed:
-            if listing.last_updated_ms != self.info.last_updated_ms:
-                self.detail_at = None
-            self.info = replace(self.info, ready=listing.ready, state=listing.state, config_update=listing.config_update,
+        info = self.info
+        if not info.detailed:
+            self.info = listing
+            return
+        if listing.last_updated_ms != info.last_updated_ms:
+            self.detail_at = None
+        # Most polls list the endpoint as it was: keep the object (replace() costs more than comparing).
+        if (listing.ready, listing.state, listing.config_update, listing.update_failed, listing.tags,
+                listing.last_updated_ms) != (info.ready, info.state, info.config_update, info.update_failed, info.tags,
+                                             info.last_updated_ms):
+            self.info = replace(info, ready=listing.ready, state=listing.state, config_update=listing.config_update,
                                 update_failed=listing.update_failed, tags=listing.tags,
                                 last_updated_ms=listing.last_updated_ms)
-        else:
-            self.info = listing
 
     def published(self, deadline_s: float, blank: Callable[[EndpointInfo, PollStatus], EndpointReport]
                   ) -> tuple[EndpointReport, dict[tuple[str, str], float]]:
