@@ -268,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.load_settings = lambda: settings_of(args)  # a reload reads them again as here (exporter/daemon.py)
+    args.web_config = None
     try:
         settings = settings_of(args)
         if getattr(args, "web_config_file", None):

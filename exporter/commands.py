@@ -64,11 +64,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _reloadable(args: argparse.Namespace) -> dict:
-    """The Daemon's web configuration (loaded and checked by the CLI) and how it reads its settings again."""
-    from .cli import settings_of
-
-    return {"web": getattr(args, "web_config", None), "load": lambda: settings_of(args),
-            "lifecycle": args.web_enable_lifecycle}
+    """The Daemon's web configuration and how it reads its settings again (both from the CLI: exporter/cli.py)."""
+    return {"web": args.web_config, "load": args.load_settings, "lifecycle": args.web_enable_lifecycle}
 
 
 def build_sinks(settings: Settings, environ: Mapping[str, str] = os.environ) -> list[SnapshotSink]:
