@@ -25,7 +25,7 @@ from .sinks import SnapshotSink
 from .sinks.http import HttpServer, make_app
 from .sinks.lifecycle import with_lifecycle
 from .sinks.prometheus import Exposition
-from .sinks.webconfig import Guard, WebConfig, load_web_config
+from .sinks.webconfig import Guard, LiveWebConfig, WebConfig
 from .sources import Source
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,9 @@ class Daemon:
         self.exposition = Exposition(self.snapshot, self.live, settings.series)
         host, port = parse_listen(settings.listen)
         app = with_lifecycle(make_app(self.exposition, self.snapshot), self.reload, lifecycle)
-        self.web = web
-        self.guard = Guard(app, web) if web else None
+        self.web = LiveWebConfig(web) if web else None
         handshake = self._handshake if web and web.context else None
-        self.http = HttpServer(self.guard or app, host, port, handshake)
+        self.http = HttpServer(Guard(app, self.web.current) if self.web else app, host, port, handshake)
         # One poll at a time; a poll that overruns makes the next one start late, never twice.
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         self.scheduler.add_job(self._poll, "interval", seconds=settings.poll_interval_seconds, id="poll",
@@ -87,11 +86,11 @@ class Daemon:
     def url(self) -> str:
         host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(self.http.host, self.http.host)
         host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        return f"{'https' if self.web and self.web.context else 'http'}://{host}:{self.http.port}"
+        return f"{'https' if self.web and self.web.current().context else 'http'}://{host}:{self.http.port}"
 
     def _handshake(self, sock: socket.socket) -> socket.socket:
         assert self.web is not None
-        return self.web.handshake(sock)  # the web configuration of the moment: a reload may bring new certificates
+        return self.web.current().handshake(sock)  # the certificates of the moment: they may have been renewed
 
     def reload(self) -> str | None:
         """Read the configuration (and the web configuration file) again and validate it completely. A valid
@@ -104,18 +103,15 @@ class Daemon:
                 if changed:
                     raise ConfigError([f"{key}: changed, which needs a restart (a reload cannot apply it)"
                                        for key in changed])
-                web = load_web_config(self.web.path) if self.web else None
-                if web and self.web and (web.context is None) != (self.web.context is None):
-                    raise ConfigError([f"web config {web.path}: turning TLS on or off needs a restart"])
+                web = self.web.reread() if self.web else None
             except Exception as exc:  # ConfigError, or a bug: either way the running configuration stays
                 log.error("reloading the configuration failed; the previous one stays in force: %s", exc,
                           exc_info=not isinstance(exc, ConfigError))
                 self._set_reload(ConfigReload(successful=False, last_success_s=self._reload_status.last_success_s))
                 return str(exc)
             self._pending = new
-            if web and self.guard:
-                self.web = web
-                self.guard.use(web)
+            if self.web and web:
+                self.web.use(web)
             self._set_reload(ConfigReload(successful=True, last_success_s=self.clock()))
             log.info("configuration reloaded; it applies from the next poll")
             return None

@@ -4,10 +4,12 @@ certificates made in the test by trustme), client certificates and basic auth on
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,7 +156,8 @@ def basic(user: str, password: str) -> str:
 def test_wrong_credentials_get_the_same_401_whichever_part_is_wrong(tmp_path):
     config = load_web_config(write(tmp_path, f"basic_auth_users:\n  alice: '{HASH}'\n"
                                              "http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"))
-    guard = Guard(lambda environ, start: (start("200 OK", [("Content-Type", "text/plain")]), [b"metrics"])[1], config)
+    guard = Guard(lambda environ, start: (start("200 OK", [("Content-Type", "text/plain")]), [b"metrics"])[1],
+                  lambda: config)
     answers = [call(guard, header) for header in (None, basic("alice", "wrong"), basic("mallory", PASSWORD),
                                                    basic("mallory", "wrong"), "Bearer " + PASSWORD, "Basic !!!",
                                                    "Basic " + base64.b64encode(b"no-colon").decode(),
@@ -176,7 +179,7 @@ def test_verified_credentials_are_cached_so_bcrypt_runs_once_per_credential(tmp_
         checks.append(password)
         return bcrypt.checkpw(password, hashed)
 
-    guard = Guard(lambda environ, start: (start("200 OK", []), [b"ok"])[1], config, checkpw=counting)
+    guard = Guard(lambda environ, start: (start("200 OK", []), [b"ok"])[1], lambda: config, checkpw=counting)
     for _ in range(5):
         assert call(guard, basic("alice", PASSWORD))[0] == "200 OK"
         assert call(guard, basic("alice", "wrong"))[0] == "401 Unauthorized"
@@ -259,3 +262,46 @@ def test_min_version_is_enforced(pki, serve):
     with socket.create_connection(("127.0.0.1", daemon.http.port), timeout=10) as raw:
         with client.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
             assert tls.version() == "TLSv1.3"
+
+
+def test_a_renewed_certificate_and_edited_users_apply_without_a_restart_and_a_bad_edit_is_refused(pki, serve, tmp_path,
+                                                                                                   caplog):
+    """As the toolkit, which reads the file on every request: cert-manager renewing the Secret is enough."""
+    for name in ("server.crt", "server.key"):
+        (tmp_path / name).write_bytes(pki[name].read_bytes())
+    daemon = serve(f"tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  alice: '{HASH}'\n")
+    old_ca = str(pki["ca.crt"])
+    assert requests.get(daemon.url + "/healthz", verify=old_ca, auth=("alice", PASSWORD), timeout=10).status_code == 200
+
+    renewed, new_ca = trustme.CA(), tmp_path / "new-ca.crt"
+    renewed.cert_pem.write_to_path(str(new_ca))
+    cert = renewed.issue_cert("127.0.0.1")
+    for blob, name in ((cert.cert_chain_pems[0], "server.crt"), (cert.private_key_pem, "server.key")):
+        blob.write_to_path(str(tmp_path / f"{name}.new"))
+        os.replace(tmp_path / f"{name}.new", tmp_path / name)  # as a Secret volume swaps its files at once
+    new_password = "renewed " + PASSWORD
+    hashed = bcrypt.hashpw(new_password.encode(), bcrypt.gensalt(4)).decode()
+    (tmp_path / "web.yml").write_text(f"tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+                                      f"basic_auth_users:\n  alice: '{hashed}'\n")
+
+    def answers(ca: Path | str, password: str) -> int | None:
+        try:
+            return requests.get(daemon.url + "/healthz", verify=str(ca), auth=("alice", password), timeout=10).status_code
+        except requests.exceptions.SSLError:
+            return None
+
+    deadline = time.monotonic() + 15
+    while answers(new_ca, new_password) != 200:
+        assert time.monotonic() < deadline, "the renewed certificate and users were not picked up"
+        time.sleep(0.2)
+    assert answers(old_ca, new_password) is None  # the old certificate is gone
+    assert answers(new_ca, PASSWORD) == 401  # and so is the old password
+
+    (tmp_path / "web.yml").write_text("basic_auth_users:\n  alice: plain-text\n")  # a bad edit: refused, logged
+    deadline = time.monotonic() + 15
+    while "changed but is invalid" not in caplog.text:
+        assert time.monotonic() < deadline, "the invalid edit was not noticed"
+        answers(new_ca, new_password)
+        time.sleep(0.2)
+    assert answers(new_ca, new_password) == 200
+    assert "plain-text" not in caplog.text

@@ -12,6 +12,9 @@ Basic auth follows the toolkit's handler: a user that does not exist is checked 
 (so timing does not tell which part was wrong), the answer is 401 with `WWW-Authenticate: Basic` either
 way, the password is compared by bcrypt's own constant-time check, and outcomes are cached by a digest of (user, hash, password) so that the bcrypt cost (tens of
 milliseconds) is paid once per credential and not per scrape. bcrypt runs one at a time, as there.
+
+The toolkit reads the file on every request, so a renewed certificate applies without a restart;
+`LiveWebConfig` does the same, checking the files' modification stamps at most once a second.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -77,6 +81,7 @@ BCRYPT_HASH = re.compile(r"\$2[abxy]\$\d\d\$[./A-Za-z0-9]{53}")
 UNKNOWN_USER_HASH = b"$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"
 AUTH_CACHE_SIZE = 100  # as the toolkit's: a few users, a few scrapers each
 HANDSHAKE_TIMEOUT_S = 10.0  # a client that opens a connection and sends nothing holds one thread this long
+CHECK_INTERVAL_S = 1.0  # how often, at most, the files are checked for changes (a few stat calls)
 
 
 class TLSServerConfig(Strict):
@@ -213,6 +218,21 @@ class WebConfig:
         self.context = context
         self.users = {user: hashed.encode() for user, hashed in parsed.basic_auth_users.items()}
         self.headers = list(parsed.http_server_config.headers.items())
+        tls = self.tls
+        named = (tls.cert_file, tls.key_file, tls.client_ca_file) if tls else ()
+        self.files = (path, *(path.parent / name for name in named if name))  # what a change is looked for in
+
+    def stamp(self) -> tuple:
+        """The files' identity and modification times: it changes when one is rewritten or replaced (a
+        Kubernetes Secret volume swaps a symlink)."""
+        stamps = []
+        for file in self.files:
+            try:
+                st = file.stat()
+                stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamps.append(None)
+        return tuple(stamps)
 
     def handshake(self, sock: socket.socket) -> ssl.SSLSocket:
         """The TLS side of a new connection, on the connection's own thread; raises if the handshake fails or
@@ -332,23 +352,62 @@ def _sans(cert: dict[str, Any] | None) -> Iterable[str]:
         yield value.strip()
 
 
-class Guard:
-    """WSGI middleware in front of every path: the configured response headers, then basic auth. The
-    configuration it enforces is swapped whole by `use` (a reload)."""
+class LiveWebConfig:
+    """The web configuration in force. A change to the file or to a file it names (a renewed certificate)
+    applies to the next connection or request, as in the toolkit; an invalid change is logged once and the
+    previous configuration stays. Turning TLS on or off needs a restart (the toolkit's too)."""
 
-    def __init__(self, app: Callable, config: WebConfig, checkpw: Callable[[bytes, bytes], bool] = bcrypt.checkpw):
+    def __init__(self, config: WebConfig, clock: Callable[[], float] = time.monotonic):
+        self._config, self._stamp, self._refused = config, config.stamp(), None
+        self._clock = clock
+        self._checked = clock()
+        self._lock = threading.Lock()
+
+    def current(self) -> WebConfig:
+        now = self._clock()
+        if now - self._checked >= CHECK_INTERVAL_S and self._lock.acquire(blocking=False):  # one checker at a time
+            try:
+                self._checked = now
+                stamp = self._config.stamp()
+                if stamp not in (self._stamp, self._refused):
+                    try:
+                        self._config, self._stamp = self.reread(), stamp
+                        log.info("web config %s changed: applied", self._config.path)
+                    except ConfigError as exc:
+                        self._refused = stamp
+                        log.error("web config %s changed but is invalid; the previous one stays in force: %s",
+                                  self._config.path, exc)
+            finally:
+                self._lock.release()
+        return self._config
+
+    def reread(self) -> WebConfig:
+        """The file read and checked again (not applied); raises ConfigError."""
+        new = load_web_config(self._config.path)
+        if (new.context is None) != (self._config.context is None):
+            raise ConfigError([f"web config {new.path}: turning TLS on or off needs a restart"])
+        return new
+
+    def use(self, config: WebConfig) -> None:
+        with self._lock:
+            self._config, self._stamp, self._refused = config, config.stamp(), None
+
+
+class Guard:
+    """WSGI middleware in front of every path: the configured response headers, then basic auth, with the
+    web configuration in force at each request."""
+
+    def __init__(self, app: Callable, config: Callable[[], WebConfig],
+                 checkpw: Callable[[bytes, bytes], bool] = bcrypt.checkpw):
         self._app = app
-        self.config = config
+        self._config = config
         self._checkpw = checkpw
         self._bcrypt = threading.Lock()  # one bcrypt at a time: a flood of bad passwords costs one core at most
         self._cache: OrderedDict[bytes, bool] = OrderedDict()
         self._cache_lock = threading.Lock()
 
-    def use(self, config: WebConfig) -> None:
-        self.config = config
-
     def __call__(self, environ: dict, start_response: Callable) -> Any:
-        config = self.config
+        config = self._config()
 
         def with_headers(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             return start_response(status, headers + config.headers, exc_info)
