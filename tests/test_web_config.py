@@ -91,6 +91,7 @@ def problems(path: Path) -> str:
     ("basic_auth_users:\n  alice: hunter2\n", "user 'alice': the password must be a bcrypt hash"),
     ("- a list\n", "the top level must be a mapping"),
     ("tls_server_config: [\n", "not valid YAML"),
+    ("tls_server_config:\n  key: 'hunter2\n  cert: x\n", "not valid YAML"),  # never the line's text
 ])
 def test_bad_files_are_refused_with_the_reason(pki, tmp_path, text, expected):
     for name in ("server.crt", "server.key", "ca.crt"):

@@ -10,8 +10,9 @@ ignored: the client auth types that request a certificate without verifying it, 
 
 Basic auth follows the toolkit's handler: a user that does not exist is checked against a fixed hash
 (so timing does not tell which part was wrong), the answer is 401 with `WWW-Authenticate: Basic` either
-way, the password is compared by bcrypt's own constant-time check, and outcomes are cached by a digest of (user, hash, password) so that the bcrypt cost (tens of
-milliseconds) is paid once per credential and not per scrape. bcrypt runs one at a time, as there.
+way, and the password is compared by bcrypt's own constant-time check. Outcomes are cached by a digest
+of (user, hash, password), so that the bcrypt cost (tens of milliseconds) is paid once per credential
+and not per scrape. bcrypt runs one at a time, as there.
 
 The toolkit reads the file on every request, so a renewed certificate applies without a restart;
 `LiveWebConfig` does the same, checking the files' modification stamps at most once a second.
@@ -33,7 +34,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import bcrypt
 import yaml
@@ -255,8 +256,12 @@ def load_web_config(path: str | Path) -> WebConfig:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError([f"web config {path}: cannot read: {exc.strerror}"]) from None
+    except yaml.MarkedYAMLError as exc:  # where, without PyYAML's snippet: the line may hold an inline key
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"web config {path}: not valid YAML: {exc.problem or exc.context}{where}"]) from None
     except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ConfigError([f"web config {path}: not valid YAML: {exc}"]) from None
+        raise ConfigError([f"web config {path}: not valid YAML: {type(exc).__name__}"]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
