@@ -83,7 +83,7 @@ examples:
 def _web(parser: argparse.ArgumentParser, lifecycle: bool = True) -> None:
     parser.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                         help="TLS, basic auth and response headers for every HTTP path, in the Prometheus "
-                             "exporter-toolkit web configuration format (docs/configuration.md#web-configuration)")
+                             "exporter-toolkit web configuration format (docs/configuration.md, Web configuration)")
     if lifecycle:
         parser.add_argument("--web.enable-lifecycle", dest="web_enable_lifecycle", action="store_true",
                             help="serve POST /-/reload, which reloads the configuration as SIGHUP does "
