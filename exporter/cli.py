@@ -38,8 +38,8 @@ endpoints: /metrics, /healthz, /readyz, /api/v1/endpoints (default port {DEFAULT
 reload: SIGHUP (or POST /-/reload) reads the configuration and the web configuration
 file again. A valid one applies from the next poll; an invalid one is logged and
 the running one stays (model_serving_exporter_config_last_reload_successful 0).
-listen, timeouts, pools, window length, shards, series budget, databricks, datadog
-and logging need a restart: a reload that changes them is refused.
+listen, timeouts, pools, window length, shards, series budget, databricks and
+datadog need a restart: a reload that changes them is refused.
 
 datadog (docs/datadog.md): DD_API_KEY turns the Datadog sink on; DD_SITE
 (default datadoghq.com) or SERVING_EXPORTER_DATADOG_URL say where it sends.

@@ -17,6 +17,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from .config import ConfigError, Settings, parse_listen
+from .logs import setup_logging
 from .memory import collect_less_often, freeze_long_lived, limit_malloc_arenas, release_free_memory
 from .model import ConfigReload, Snapshot
 from .pipeline.poller import Poller
@@ -32,10 +33,10 @@ log = logging.getLogger(__name__)
 
 STOP_WAIT_S = 10  # well inside Kubernetes' default 30 s termination grace period
 # Settings a reload cannot change: they are built into the HTTP server, the source's client and pools, the
-# windows' length, the push sinks or the logging set up at start. A reload that changes one is refused.
+# windows' length or the push sinks at start. A reload that changes one is refused.
 RESTART_ONLY = ("listen", "max_concurrent_requests", "request_timeout_seconds", "retry_budget_seconds",
                 "max_served_entities", "window_seconds", "shard_count", "shard_index", "series", "databricks",
-                "datadog", "datadog_url", "log_level", "log_format")
+                "datadog", "datadog_url")
 
 
 class Daemon:
@@ -112,6 +113,8 @@ class Daemon:
             self._pending = new
             if self.web and web:
                 self.web.use(web)
+            if (new.log_level, new.log_format) != (self.settings.log_level, self.settings.log_format):
+                setup_logging(new.log_level, new.log_format)  # at once: to debug what the next poll does
             self._set_reload(ConfigReload(successful=True, last_success_s=self.clock()))
             log.info("configuration reloaded; it applies from the next poll")
             return None

@@ -3,6 +3,7 @@ simulated workspace, and on an in-process daemon what a reload keeps (windows, h
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import Settings, load_settings
 from exporter.daemon import Daemon
+from exporter.logs import JsonFormatter
 from exporter.simulator import DEMO_TOKEN, SimulatorServer, build_demo_workspace
 
 from .faults.test_matrix import free_port
@@ -226,6 +228,14 @@ def test_a_change_that_needs_a_restart_is_refused_and_nothing_applies(reloadable
     report = r.daemon.snapshot().endpoints[0]
     assert {c.name: c.target for c in report.endpoint.checks}["latency_p99"] == 0.5
     assert r.daemon.settings is r.base
+
+
+def test_log_level_and_format_apply_at_once(reloadable):
+    r = reloadable()
+    r.change(log_level="DEBUG", log_format="json")
+    assert r.daemon.reload() is None
+    root = logging.getLogger()
+    assert root.level == logging.DEBUG and isinstance(root.handlers[0].formatter, JsonFormatter)
 
 
 def test_the_lifecycle_endpoint_answers_as_prometheus(reloadable):
