@@ -87,7 +87,7 @@ def problems(path: Path) -> str:
     ("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  cert_fle: x\n", "cert_fle: unknown key"),
     ("http_server_config:\n  headers:\n    Server: nginx\n", "HTTP header 'Server' can not be configured"),
     ("http_server_config:\n  headers:\n    X-Frame-Options: allow\n", "expected one of deny, sameorigin"),
-    ("rate_limit:\n  interval: 1s\n  burst: 10\n", "rate_limit is not supported"),
+    ("rate_limit:\n  interval: 1 second\n  burst: 10\n", "rate_limit.interval: not a duration: '1 second'"),
     ("basic_auth_users:\n  alice: hunter2\n", "user 'alice': the password must be a bcrypt hash"),
     ("- a list\n", "the top level must be a mapping"),
     ("tls_server_config: [\n", "not valid YAML"),
@@ -188,6 +188,20 @@ def test_verified_credentials_are_cached_so_bcrypt_runs_once_per_credential(tmp_
     for i in range(AUTH_CACHE_SIZE + 1):  # a flood of distinct guesses cannot grow the cache without bound
         call(guard, basic("alice", f"guess-{i}"))
     assert len(guard._cache) == AUTH_CACHE_SIZE
+
+
+def test_rate_limit_answers_429_before_checking_credentials(tmp_path):
+    """The toolkit's token bucket: `burst` requests at once, then one per `interval`, for all clients."""
+    config = load_web_config(write(tmp_path, f"rate_limit:\n  interval: 1h\n  burst: 2\nbasic_auth_users:\n  alice: '{HASH}'\n"
+                                             "http_server_config:\n  headers:\n    X-Frame-Options: deny\n"))
+    checks: list[bytes] = []
+    guard = Guard(lambda environ, start: (start("200 OK", []), [b"ok"])[1], lambda: config,
+                  checkpw=lambda password, hashed: checks.append(password) or bcrypt.checkpw(password, hashed))
+    assert call(guard, basic("alice", PASSWORD))[0] == "200 OK"
+    assert call(guard, basic("alice", "wrong"))[0] == "401 Unauthorized"
+    status, headers, body = call(guard, basic("alice", "another guess"))
+    assert (status, body, headers["X-Frame-Options"]) == ("429 Too Many Requests", b"Too Many Requests\n", "deny")
+    assert len(checks) == 2  # the refused request cost no bcrypt
 
 
 # -- a real daemon behind TLS -----------------------------------------------------------------------

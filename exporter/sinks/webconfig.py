@@ -4,9 +4,9 @@ The file is the one node_exporter and every exporter built on github.com/prometh
 read (docs/web-configuration.md there; restated in docs/configuration.md#web-configuration), with the
 toolkit's defaults and checks: unknown keys are errors, relative paths are relative to the file,
 TLS 1.2 to 1.3 by default, client CAs only with a client auth type, only the toolkit's five response
-headers. What Python's `ssl` cannot do as Go's crypto/tls does is refused when the file is read, never
-ignored: the client auth types that request a certificate without verifying it, several curves, and
-`rate_limit`.
+headers, `rate_limit` as one token bucket for all requests. What Python's `ssl` cannot do as Go's
+crypto/tls does is refused when the file is read, never ignored: the client auth types that request a
+certificate without verifying it, and several curves.
 
 Basic auth follows the toolkit's handler: a user that does not exist is checked against a fixed hash
 (so timing does not tell which part was wrong), the answer is 401 with `WWW-Authenticate: Basic` either
@@ -178,11 +178,53 @@ class HTTPServerConfig(Strict):
         return value
 
 
+GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+GO_UNITS_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class RateLimit(Strict):
+    interval: float = Field(0.0, description="time between two requests (Go duration, e.g. 100ms); 0: no limit")
+    burst: int = Field(0, ge=0, description="requests allowed at once")
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        """Go's time.ParseDuration syntax ("1m30s", "250ms", "0"), as the toolkit's YAML reads it."""
+        if isinstance(value, str):
+            parts = GO_DURATION.findall(value)
+            if value != "0" and "".join(n + u for n, u in parts) != value:
+                raise ValueError(f"not a duration: {value!r} (e.g. 1s, 250ms, 1m30s)")
+            return sum(float(n) * GO_UNITS_S[u] for n, u in parts)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value * 1e-9  # a bare number is nanoseconds, as a Go time.Duration
+        raise ValueError(f"not a duration: {value!r} (e.g. 1s, 250ms, 1m30s)")
+
+
+class TokenBucket:
+    """golang.org/x/time/rate's Limiter as the toolkit uses it: one token every `interval`, at most `burst`
+    kept; a request without a token gets 429."""
+
+    def __init__(self, interval_s: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self._interval, self._burst, self._clock = interval_s, burst, clock
+        self._tokens, self._at = float(burst), clock()
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(float(self._burst), self._tokens + (now - self._at) / self._interval)
+            self._at = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return True
+            return False
+
+
 class WebConfigFile(Strict):
     tls_server_config: TLSServerConfig | None = None
     http_server_config: HTTPServerConfig = Field(default_factory=HTTPServerConfig)
     basic_auth_users: dict[str, str] = Field(default_factory=dict)
-    rate_limit: dict[str, Any] | None = None
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
 
     @field_validator("tls_server_config", mode="before")
     @classmethod
@@ -202,13 +244,6 @@ class WebConfigFile(Strict):
                                  "`htpasswd -nBC 10 \"\" | tr -d ':\\n'`), not a plain password")
         return value
 
-    @field_validator("rate_limit")
-    @classmethod
-    def _no_rate_limit(cls, value: dict[str, Any] | None) -> None:
-        if value:
-            raise ValueError("rate_limit is not supported by serving-exporter (limit requests in front of it)")
-        return None
-
 
 class WebConfig:
     """A validated web configuration file: its TLS context (None: plain HTTP), users and headers."""
@@ -219,6 +254,8 @@ class WebConfig:
         self.context = context
         self.users = {user: hashed.encode() for user, hashed in parsed.basic_auth_users.items()}
         self.headers = list(parsed.http_server_config.headers.items())
+        limit = parsed.rate_limit
+        self.limiter = TokenBucket(limit.interval, limit.burst) if limit.interval > 0 else None
         tls = self.tls
         named = (tls.cert_file, tls.key_file, tls.client_ca_file) if tls else ()
         self.files = (path, *(path.parent / name for name in named if name))  # what a change is looked for in
@@ -417,12 +454,11 @@ class Guard:
         def with_headers(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             return start_response(status, headers + config.headers, exc_info)
 
+        if config.limiter is not None and not config.limiter.allow():  # before auth, as the toolkit: no bcrypt
+            return _refuse(with_headers, "429 Too Many Requests", [])
         if config.users and not self.authorized(config, environ.get("HTTP_AUTHORIZATION", "")):
-            body = b"Unauthorized\n"
-            with_headers("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="serving-exporter", charset="UTF-8"'),
-                                              ("Content-Type", "text/plain; charset=utf-8"),
-                                              ("Content-Length", str(len(body)))])
-            return [body]
+            return _refuse(with_headers, "401 Unauthorized",
+                           [("WWW-Authenticate", 'Basic realm="serving-exporter", charset="UTF-8"')])
         return self._app(environ, with_headers)
 
     def authorized(self, config: WebConfig, header: str) -> bool:
@@ -455,3 +491,9 @@ class Guard:
                 while len(self._cache) > AUTH_CACHE_SIZE:
                     self._cache.popitem(last=False)
         return known and cached
+
+
+def _refuse(start_response: Callable, status: str, headers: list[tuple[str, str]]) -> list[bytes]:
+    body = status.split(" ", 1)[1].encode() + b"\n"
+    start_response(status, headers + [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    return [body]
