@@ -320,3 +320,15 @@ def test_a_renewed_certificate_and_edited_users_apply_without_a_restart_and_a_ba
         time.sleep(0.2)
     assert answers(new_ca, new_password) == 200
     assert "plain-text" not in caplog.text
+
+
+def test_verify_client_cert_if_given_admits_no_certificate_but_not_an_untrusted_one(pki, serve):
+    indent = "\n".join("    " + line for line in pki["ca.crt"].read_text().splitlines())
+    daemon = serve(tls_config(pki, f"  client_auth_type: VerifyClientCertIfGiven\n  client_ca: |\n{indent}\n"))
+    ca = str(pki["ca.crt"])
+    assert requests.get(daemon.url + "/healthz", verify=ca, timeout=10).status_code == 200
+    assert requests.get(daemon.url + "/healthz", verify=ca, cert=(str(pki["scraper.crt"]), str(pki["scraper.key"])),
+                        timeout=10).status_code == 200
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(daemon.url + "/healthz", verify=ca, cert=(str(pki["stranger.crt"]), str(pki["stranger.key"])),
+                     timeout=10)
