@@ -54,6 +54,11 @@ def write(tmp_path: Path, text: str, name: str = "web.yml") -> Path:
     return path
 
 
+def block(path: Path) -> str:
+    """A PEM file as a YAML block scalar's lines (inline `cert`, `key`, `client_ca`)."""
+    return "|\n" + "\n".join("    " + line for line in path.read_text().splitlines()) + "\n"
+
+
 def problems(path: Path) -> str:
     with pytest.raises(ConfigError) as err:
         load_web_config(path)
@@ -117,9 +122,7 @@ def test_paths_are_relative_to_the_file_and_an_empty_tls_section_is_plain_http(p
 
 
 def test_inline_certificate_and_key_are_accepted(pki, tmp_path):
-    indent = lambda text: "\n".join("    " + line for line in text.splitlines())  # noqa: E731
-    text = (f"tls_server_config:\n  cert: |\n{indent(pki['server.crt'].read_text())}\n"
-            f"  key: |\n{indent(pki['server.key'].read_text())}\n")
+    text = f"tls_server_config:\n  cert: {block(pki['server.crt'])}  key: {block(pki['server.key'])}"
     assert load_web_config(write(tmp_path, text)).context is not None
 
 
@@ -323,8 +326,7 @@ def test_a_renewed_certificate_and_edited_users_apply_without_a_restart_and_a_ba
 
 
 def test_verify_client_cert_if_given_admits_no_certificate_but_not_an_untrusted_one(pki, serve):
-    indent = "\n".join("    " + line for line in pki["ca.crt"].read_text().splitlines())
-    daemon = serve(tls_config(pki, f"  client_auth_type: VerifyClientCertIfGiven\n  client_ca: |\n{indent}\n"))
+    daemon = serve(tls_config(pki, f"  client_auth_type: VerifyClientCertIfGiven\n  client_ca: {block(pki['ca.crt'])}"))
     ca = str(pki["ca.crt"])
     assert requests.get(daemon.url + "/healthz", verify=ca, timeout=10).status_code == 200
     assert requests.get(daemon.url + "/healthz", verify=ca, cert=(str(pki["scraper.crt"]), str(pki["scraper.key"])),
