@@ -41,7 +41,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     server.private_key_pem.write_to_path(str(out / "server.key"))
     ca.cert_pem.write_to_path(str(out / "ca.crt"))
     for name, issuer, san in (("scraper", ca, "scraper.example"), ("intruder", ca, "intruder.example"),
-                              ("stranger", other_ca, "scraper.example")):
+                              ("stranger", other_ca, "scraper.example"), ("v6-scraper", ca, "2001:db8::1")):
         cert = issuer.issue_cert(san)
         cert.private_key_pem.write_to_path(str(out / f"{name}.key"))
         cert.cert_chain_pems[0].write_to_path(str(out / f"{name}.crt"))
@@ -258,10 +258,12 @@ def test_tls_and_basic_auth_guard_every_path(pki, serve):
 
 def test_client_certificates_from_the_client_ca_only_and_with_an_allowed_san(pki, serve):
     daemon = serve(tls_config(pki, f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {pki['ca.crt']}\n"
-                                   "  client_allowed_sans: [scraper.example]\n"))
+                                   "  client_allowed_sans: [scraper.example, '2001:db8::1']\n"))
     ca = str(pki["ca.crt"])
     scraper = (str(pki["scraper.crt"]), str(pki["scraper.key"]))
     assert requests.get(daemon.url + "/metrics", verify=ca, cert=scraper, timeout=10).status_code == 200
+    v6 = (str(pki["v6-scraper.crt"]), str(pki["v6-scraper.key"]))  # an IP SAN, written as Go writes it
+    assert requests.get(daemon.url + "/metrics", verify=ca, cert=v6, timeout=10).status_code == 200
     for client in (None, (str(pki["stranger.crt"]), str(pki["stranger.key"])),  # no certificate; another CA's
                    (str(pki["intruder.crt"]), str(pki["intruder.key"]))):  # the right CA, a SAN not allowed
         with pytest.raises(requests.exceptions.ConnectionError):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import logging
 import os
 import re
@@ -388,10 +389,10 @@ def _readable(path: Path, key: str) -> None:
 
 
 def _sans(cert: dict[str, Any] | None) -> Iterable[str]:
-    """The Subject Alternative Names of a verified peer certificate (DNS, IP, e-mail, URI), as the toolkit
-    compares them."""
-    for _kind, value in (cert or {}).get("subjectAltName", ()):
-        yield value.strip()
+    """The Subject Alternative Names of a verified peer certificate (DNS, IP, e-mail, URI) as the toolkit
+    compares them: IP addresses in Go's form (Python writes IPv6 in full, upper case)."""
+    for kind, value in (cert or {}).get("subjectAltName", ()):
+        yield ipaddress.ip_address(value.strip()).compressed if kind == "IP Address" else value
 
 
 class LiveWebConfig:
