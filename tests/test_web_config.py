@@ -17,11 +17,14 @@ import bcrypt
 import pytest
 import requests
 import trustme
+import yaml
 
 from exporter.config import ConfigError, load_settings
 from exporter.daemon import Daemon
 from exporter.sinks.webconfig import AUTH_CACHE_SIZE, Guard, load_web_config
 
+from .alerting import free_port, process, query, wait_for
+from .conftest import require_binary
 from .test_poller import FakeSource
 
 PASSWORD = "correct horse battery staple"
@@ -336,3 +339,56 @@ def test_verify_client_cert_if_given_admits_no_certificate_but_not_an_untrusted_
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(daemon.url + "/healthz", verify=ca, cert=(str(pki["stranger.crt"]), str(pki["stranger.key"])),
                      timeout=10)
+
+
+# -- the real consumers: Prometheus's own toolkit reads the same files, Prometheus scrapes through them -------
+
+
+def full_config(pki: dict[str, Path]) -> str:
+    return tls_config(pki, f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {pki['ca.crt']}\n"
+                           "  min_version: TLS12\n  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n") + (
+        f"basic_auth_users:\n  alice: '{HASH}'\n"
+        "http_server_config:\n  http2: true\n  headers:\n    X-Content-Type-Options: nosniff\n")
+
+
+@pytest.mark.integration
+def test_the_toolkit_itself_accepts_and_refuses_the_same_files(pki, tmp_path):
+    """`promtool check web-config` is exporter-toolkit's own validation (Go): a file is good for both or for
+    neither."""
+    promtool = require_binary("promtool")
+    cases = {"good.yml": (full_config(pki), True),
+             "plain-password.yml": ("basic_auth_users:\n  alice: hunter2\n", False),
+             "ca-without-auth-type.yml": (tls_config(pki, f"  client_ca_file: {pki['ca.crt']}\n"), False),
+             "unknown-key.yml": (tls_config(pki, "  cert_fle: x\n"), False),
+             "no-key.yml": (f"tls_server_config:\n  cert_file: {pki['server.crt']}\n", False)}
+    for name, (text, good) in cases.items():
+        path = write(tmp_path, text, name)
+        toolkit = subprocess.run([promtool, "check", "web-config", str(path)], capture_output=True, text=True, timeout=60)
+        assert (toolkit.returncode == 0) == good, (name, toolkit.stdout + toolkit.stderr)
+        if good:
+            load_web_config(path)
+        else:
+            problems(path)
+
+
+@pytest.mark.integration
+def test_prometheus_scrapes_through_client_certificates_and_basic_auth(pki, serve, tmp_path):
+    daemon = serve(full_config(pki))
+    prometheus_bin = require_binary("prometheus")
+    target = {"targets": [f"127.0.0.1:{daemon.http.port}"]}
+    tls = {"ca_file": str(pki["ca.crt"]), "cert_file": str(pki["scraper.crt"]), "key_file": str(pki["scraper.key"])}
+    config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s"}, "scrape_configs": [
+        {"job_name": "authorized", "scheme": "https", "tls_config": tls,
+         "basic_auth": {"username": "alice", "password": PASSWORD}, "static_configs": [target]},
+        {"job_name": "wrong-password", "scheme": "https", "tls_config": tls,
+         "basic_auth": {"username": "alice", "password": "wrong"}, "static_configs": [target]}]}
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [prometheus_bin, f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'prom-data'}", f"--web.listen-address=127.0.0.1:{port}"]
+    with process(args, tmp_path / "prometheus.log", f"{url}/-/ready"):
+        wait_for(lambda: query(url, 'up{job="authorized"} == 1') and query(url, 'up{job="wrong-password"} == 0'),
+                 60, "one scrape through TLS and basic auth, one refused")
+        assert query(url, 'model_serving_exporter_endpoints{job="authorized", state="selected"} == 3')
+        assert not query(url, '{job="wrong-password", __name__=~"model_serving_.*"}')
