@@ -21,7 +21,7 @@ from exporter.daemon import Daemon
 from exporter.logs import JsonFormatter
 from exporter.simulator import DEMO_TOKEN, SimulatorServer, build_demo_workspace
 
-from .faults.test_matrix import free_port
+from .alerting import free_port
 from .test_poller import FakeSource
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +39,7 @@ def p99_target(found: dict, endpoint: str = "fraud-scorer") -> float | None:
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30, alive: Callable[[], None] = lambda: None):
+    """Until `condition` holds; `alive` fails at once, with the log, if the exporter process died meanwhile."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         alive()
