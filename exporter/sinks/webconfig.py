@@ -475,8 +475,8 @@ class Guard:
         hashed = config.users.get(user)
         known = hashed is not None
         hashed = hashed if known else UNKNOWN_USER_HASH
-        # The cache key is a digest: the password itself is never kept.
-        key = hashlib.sha256(b"\0".join((user.encode(), hashed, password.encode()))).digest()
+        # The cache key is a digest (the password itself is never kept) of an unambiguous encoding.
+        key = hashlib.sha256(repr((user, hashed, password)).encode()).digest()
         with self._cache_lock:
             cached = self._cache.get(key)
             if cached is not None:
