@@ -62,6 +62,8 @@ POLL_STALE_S = 10 * 60
 # How far back a target counts as a serving-exporter when its scrape fails (it has no series of
 # its own then): longer than any outage that should still be reported per instance.
 EXPORTER_MEMORY_S = 24 * 3600
+# ModelServingExporterBadConfig: the reload outcome is 0 throughout this window (then for: 10m).
+RELOAD_WINDOW_S = 5 * 60
 # ModelServingExporterThrottled: the share of the exporter's API calls, per call, answered 429 over
 # this window (10 polls at the default 60 s interval, so one unlucky poll does not decide) ...
 THROTTLE_WINDOW_S = 10 * 60
@@ -339,6 +341,20 @@ label_replace(
             f"during the last {duration(EXPORTER_MEMORY_S)}. not_scraped (absent()) covers a Prometheus that scrapes no "
             "exporter at all, so load these rules only where an exporter is meant to be scraped. poll_stalled: "
             f"/metrics answers but no poll completed for {duration(POLL_STALE_S)}."),
+        Alert(
+            "ModelServingExporterBadConfig",
+            "max_over_time(model_serving_exporter_config_last_reload_successful"
+            f"[{duration(RELOAD_WINDOW_S * s)}]) == 0",
+            10 * 60, "warning",
+            "serving-exporter{{ with $labels.instance }} {{ . }}{{ end }} refused its new configuration",
+            "The last configuration reload of serving-exporter {{ $labels.instance }} (job {{ $labels.job }}) failed "
+            "(model_serving_exporter_config_last_reload_successful {{ $value }}): it still runs the previous "
+            "configuration. Its log names the problems: an invalid file, which a restart would fail on too, or a "
+            "setting only a restart applies.",
+            f"As Prometheus's own PrometheusBadConfig: the series must stay 0 for {duration(RELOAD_WINDOW_S)} plus 10m, "
+            "so a mistake fixed and reloaded within minutes opens no ticket. A ticket, not a page: the exporter "
+            "keeps working with the configuration it had; but the edit someone made is not in force, and an invalid "
+            "file makes the next restart (a rollout, a rescheduled pod) fail."),
         Alert(
             "ModelServingMetricsStale",
             f"""label_replace(

@@ -166,6 +166,10 @@ def _workspace_ratios(snap: Snapshot) -> Samples:
     return (((shard, "requests_per_second"), u.qps_ratio), ((shard, "concurrent_requests"), u.concurrency_ratio)) if u else ()
 
 
+def _reload(read: Callable[[Any], float]) -> Callable[[Snapshot], Samples]:
+    return lambda snap: (((), read(snap.config_reload)),) if snap.config_reload is not None else ()
+
+
 def _not_from_snapshot(_: Snapshot) -> Samples:
     return ()  # rendered by the sink itself (see the family's `reads`)
 
@@ -313,6 +317,14 @@ FAMILIES: tuple[Family, ...] = (
            "Endpoints found in the workspace (discovered) and polled by this replica after filtering and sharding (selected).",
            "Snapshot.discovered, len(Snapshot.endpoints)",
            lambda s: ((("discovered",), float(s.discovered)), (("selected",), float(len(s.endpoints)))), ("state",), POLL),
+    # Prometheus's own names for its reload outcome (prometheus_config_last_reload_*), under the exporter's prefix.
+    Family("exporter_config_last_reload_successful", "gauge", "exporter", "",
+           "1 when the last configuration reload (SIGHUP or POST /-/reload) was valid and applied, 0 when it was refused "
+           "and the previous configuration stays in force.",
+           "Snapshot.config_reload.successful", _reload(lambda r: float(r.successful)), datadog=POLL),
+    Family("exporter_config_last_reload_success_timestamp_seconds", "gauge", "exporter", "timestamp",
+           "Time of the last successful configuration load (the start, or a reload).",
+           "Snapshot.config_reload.last_success_s", _reload(lambda r: r.last_success_s), datadog=POLL),
     Family("exporter_render_errors", "gauge", "exporter", "",
            "Endpoints left out of this exposition because they failed to render (a bug; see the log).",
            "counted while the snapshot is rendered", _not_from_snapshot),

@@ -32,7 +32,14 @@ credentials (read by the Databricks SDK, never by a flag):
   DATABRICKS_HOST + DATABRICKS_CLIENT_ID/SECRET     OAuth M2M service principal
   DATABRICKS_CONFIG_PROFILE                         profile in ~/.databrickscfg
 
-endpoints: /metrics, /healthz, /readyz, /api/v1/endpoints (default port {DEFAULT_PORT})
+endpoints: /metrics, /healthz, /readyz, /api/v1/endpoints (default port {DEFAULT_PORT}),
+  and POST /-/reload with --web.enable-lifecycle
+
+reload: SIGHUP (or POST /-/reload) reads the configuration and the web configuration
+file again. A valid one applies from the next poll; an invalid one is logged and
+the running one stays (model_serving_exporter_config_last_reload_successful 0).
+listen, timeouts, pools, window length, shards, series budget, databricks and
+datadog need a restart: a reload that changes them is refused.
 
 datadog (docs/datadog.md): DD_API_KEY turns the Datadog sink on; DD_SITE
 (default datadoghq.com) or SERVING_EXPORTER_DATADOG_URL say where it sends.
@@ -73,6 +80,16 @@ examples:
 """
 
 
+def _web(parser: argparse.ArgumentParser, lifecycle: bool = True) -> None:
+    parser.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                        help="TLS, basic auth and response headers for every HTTP path, in the Prometheus "
+                             "exporter-toolkit web configuration format (docs/configuration.md, Web configuration)")
+    if lifecycle:
+        parser.add_argument("--web.enable-lifecycle", dest="web_enable_lifecycle", action="store_true",
+                            help="serve POST /-/reload, which reloads the configuration as SIGHUP does "
+                                 "(without it: 403, as Prometheus)")
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log verbosity (default INFO; env SERVING_EXPORTER_LOG_LEVEL)")
@@ -102,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(env SERVING_EXPORTER_SHARD_COUNT; default 1)")
     run.add_argument("--once", action="store_true",
                      help="poll once, print /api/v1/endpoints JSON to stdout and exit (no HTTP server)")
+    _web(run)
     _common(run)
 
     demo = sub.add_parser("demo", help="run the built-in demo workspace and the exporter against it (no credentials)",
@@ -116,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--minute-seconds", type=float, default=5.0, metavar="SECONDS",
                       help="real seconds per simulated minute; the exporter polls at this pace (default 5)")
     demo.add_argument("--config", metavar="FILE", help="optional YAML configuration (targets, filters, ...)")
+    _web(demo)
     _common(demo)
 
     simulate = sub.add_parser("simulate", help="run only the demo workspace (a fake Databricks API)",
@@ -214,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the configuration and print the effective settings",
                            description="Validate configuration from file, environment and flags; print it as YAML.")
     check.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    _web(check, lifecycle=False)
 
     chk = sub.add_parser("check", help="production-readiness audit for CI and cron: exit 1 on findings (docs/check.md)",
                          description=textwrap.dedent("""\
@@ -248,8 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.load_settings = lambda: settings_of(args)  # a reload reads them again as here (exporter/daemon.py)
+    args.web_config = None
     try:
-        settings = _settings(args)
+        settings = settings_of(args)
+        if getattr(args, "web_config_file", None):
+            from .sinks.webconfig import load_web_config
+
+            args.web_config = load_web_config(args.web_config_file)  # checked completely before anything starts
     except ConfigError as exc:
         print(f"serving-exporter: {exc}", file=sys.stderr)
         return 2
@@ -273,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     return handlers[args.command](args, settings)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The settings the command line, the environment and the file give (again, on a reload)."""
     import os
 
     config_file = getattr(args, "config", None) or os.environ.get("SERVING_EXPORTER_CONFIG_FILE")

@@ -58,9 +58,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if sinks is None:
         return 2
     source = databricks_source(settings, host=settings.databricks.host, profile=settings.databricks.profile)
-    daemon = Daemon(settings, source, sinks=sinks).start()
-    run_until_signalled(daemon.stop)
+    daemon = Daemon(settings, source, sinks=sinks, **_reloadable(args)).start()
+    run_until_signalled(daemon.stop, daemon.reload)
     return 0
+
+
+def _reloadable(args: argparse.Namespace) -> dict:
+    """The Daemon's web configuration and how it reads its settings again (both from the CLI: exporter/cli.py)."""
+    return {"web": args.web_config, "load": args.load_settings, "lifecycle": args.web_enable_lifecycle}
 
 
 def build_sinks(settings: Settings, environ: Mapping[str, str] = os.environ) -> list[SnapshotSink]:
@@ -227,7 +232,7 @@ def demo(args: argparse.Namespace, settings: Settings) -> int:
     source = databricks_source(settings, host=simulator.url, token=DEMO_TOKEN, auth_type="pat")
     # Bodies without sample timestamps are keyed by the clock; in the demo that is the published simulated minute.
     daemon = Daemon(settings, source, minute_clock=lambda: workspace.timestamp_ms(workspace.current_minute) / 1000,
-                    sinks=sinks).start()
+                    sinks=sinks, **_reloadable(args)).start()
     print(f"""serving-exporter demo: {len(workspace.names())} simulated endpoints, one simulated minute every {args.minute_seconds:g} s
   exporter metrics    {daemon.url}/metrics
   endpoint health     {daemon.url}/api/v1/endpoints
@@ -239,7 +244,7 @@ Press Ctrl-C to stop.""", flush=True)
         daemon.stop()
         simulator.stop()
 
-    run_until_signalled(stop)
+    run_until_signalled(stop, daemon.reload)
     return 0
 
 

@@ -314,6 +314,14 @@ class WorkspaceUsage:
 
 
 @dataclass(frozen=True)
+class ConfigReload:
+    """The outcome of the last configuration (re)load: whether it was valid and applied, and when one last was."""
+
+    successful: bool
+    last_success_s: float
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything the sinks expose, replaced atomically after each poll."""
 
@@ -328,6 +336,7 @@ class Snapshot:
     workspace: str | None = None
     shard: tuple[int, int] = (0, 1)  # (index, count)
     usage: WorkspaceUsage | None = None  # this replica's standard endpoints against the workspace limits
+    config_reload: ConfigReload | None = None  # set by the daemon (a one-shot poll has none)
 
     @property
     def ready(self) -> bool:

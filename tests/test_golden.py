@@ -7,12 +7,14 @@ Regenerate after an intended change with `pytest tests/test_golden.py --update-g
 from __future__ import annotations
 
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.sinks.prometheus import ServingCollector
 from exporter.config import load_settings
+from exporter.model import ConfigReload
 from exporter.pipeline.poller import Poller
 from exporter.pipeline.workspace import WorkspaceAnalysis
 
@@ -28,7 +30,8 @@ def render() -> str:
     try:
         for i in range(4):
             now[0] = 1763820030.0 + 60 * i
-            snap = workspace.apply(poller.poll())  # as the daemon publishes it
+            snap = workspace.apply(poller.poll())  # as the daemon publishes it, with its reload outcome
+            snap = replace(snap, config_reload=ConfigReload(successful=True, last_success_s=1763820000.0))
     finally:
         poller.close()
     registry = CollectorRegistry()

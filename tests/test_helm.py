@@ -147,6 +147,9 @@ EXPECTED = {
     "existing-secret": {("ConfigMap", "serving-exporter"), ("Deployment", "serving-exporter"),
                         ("PodDisruptionBudget", "serving-exporter"), ("Service", "serving-exporter"),
                         ("ServiceAccount", "serving-exporter")},
+    "web-config": {("ConfigMap", "serving-exporter"), ("Deployment", "serving-exporter"),
+                   ("PodDisruptionBudget", "serving-exporter"), ("Service", "serving-exporter"),
+                   ("ServiceAccount", "serving-exporter"), ("ServiceMonitor", "serving-exporter")},
 }
 
 
@@ -232,10 +235,21 @@ _RELABEL = {"type": "object", "additionalProperties": False, "properties": {
     "modulus": {"type": "integer"}, "replacement": {"type": "string"}}}
 _SELECTOR = {"type": "object", "additionalProperties": False, "properties": {
     "matchLabels": _LABELS, "matchExpressions": {"type": "array"}}}
+_SECRET_KEY = {"type": "object", "additionalProperties": False, "required": ["key"], "properties": {
+    "name": {"type": "string"}, "key": {"type": "string"}, "optional": {"type": "boolean"}}}
+_SECRET_OR_CONFIG_MAP = {"type": "object", "additionalProperties": False, "properties": {
+    "secret": _SECRET_KEY, "configMap": _SECRET_KEY}}
+_TLS = {"type": "object", "additionalProperties": False, "properties": {  # SafeTLSConfig and the file paths
+    "ca": _SECRET_OR_CONFIG_MAP, "cert": _SECRET_OR_CONFIG_MAP, "keySecret": _SECRET_KEY, "serverName": {"type": "string"},
+    "insecureSkipVerify": {"type": "boolean"}, "caFile": {"type": "string"}, "certFile": {"type": "string"},
+    "keyFile": {"type": "string"}, "minVersion": {"enum": ["TLS10", "TLS11", "TLS12", "TLS13"]},
+    "maxVersion": {"enum": ["TLS10", "TLS11", "TLS12", "TLS13"]}}}
+_BASIC_AUTH = {"type": "object", "additionalProperties": False, "properties": {
+    "username": _SECRET_KEY, "password": _SECRET_KEY}}
 _ENDPOINT = {"type": "object", "additionalProperties": False, "required": ["port"], "properties": {
     "port": {"type": "string"}, "path": {"type": "string"}, "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
     "interval": _DURATION, "scrapeTimeout": _DURATION, "honorLabels": {"type": "boolean"},
-    "honorTimestamps": {"type": "boolean"}, "tlsConfig": {"type": "object"}, "params": {"type": "object"},
+    "honorTimestamps": {"type": "boolean"}, "tlsConfig": _TLS, "basicAuth": _BASIC_AUTH, "params": {"type": "object"},
     "relabelings": {"type": "array", "items": _RELABEL}, "metricRelabelings": {"type": "array", "items": _RELABEL}}}
 _METADATA = {"type": "object", "additionalProperties": False, "required": ["name", "namespace"], "properties": {
     "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
@@ -414,6 +428,10 @@ def test_probes_and_ports(example: dict[str, str]):
     for case, _pod, container in all_pods(example):
         (port,) = container["ports"]
         assert listen_of(container)[1] == port["containerPort"], case
+        if case == "web-config":  # basic auth: the kubelet has no credentials, it checks the port
+            assert container["livenessProbe"]["tcpSocket"] == container["readinessProbe"]["tcpSocket"] == {"port": "http"}
+            assert "httpGet" not in container["livenessProbe"] and "httpGet" not in container["readinessProbe"]
+            continue
         live = container["livenessProbe"]["httpGet"]
         assert live == {"path": "/healthz", "port": port["name"]}, case
         if case == "example":
@@ -494,6 +512,38 @@ def test_network_policy_allows_scrapes_dns_and_https():
     assert ingress["from"] == values_of("everything")["networkPolicy"]["ingressFrom"]
     ports = [p for rule in policy["egress"] for p in rule["ports"]]
     assert {"port": 53, "protocol": "UDP"} in ports and {"port": 443, "protocol": "TCP"} in ports
+
+
+def test_web_config_is_mounted_from_its_secret_and_the_scrape_uses_tls_and_basic_auth():
+    docs = resources(manifests("web-config"))
+    values = values_of("web-config")
+    (pod, container), = exporter_containers(docs)
+    args = build_parser().parse_args(["run", *container["args"]])
+    assert args.web_enable_lifecycle
+    mount = next(m for m in container["volumeMounts"] if args.web_config_file.startswith(m["mountPath"] + "/"))
+    assert mount["readOnly"] is True and args.web_config_file == mount["mountPath"] + "/web-config.yml"
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume == {"name": mount["name"], "secret": {"secretName": "serving-exporter-web"}}
+    (endpoint,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"] == values["serviceMonitor"]["tlsConfig"]
+    assert endpoint["basicAuth"] == values["serviceMonitor"]["basicAuth"]
+    # Without a web configuration nothing of it is rendered.
+    (_pod, plain), = exporter_containers(resources(manifests("default")))
+    assert build_parser().parse_args(["run", *plain["args"]]).web_config_file is None
+    assert "scheme" not in plain["livenessProbe"]["httpGet"]
+
+
+def test_tls_without_authentication_keeps_http_probes_over_https():
+    docs = resources(render({"webConfig": {"secret": "web", "tls": True}, "sidecar": {"enabled": False}}))
+    (_pod, container), = exporter_containers(docs)
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http", "scheme": "HTTPS"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http", "scheme": "HTTPS"}
+
+
+def test_web_config_flags_without_the_secret_are_refused():
+    with pytest.raises(Exception, match="set webConfig.secret too"):
+        render({"webConfig": {"tls": True}})
 
 
 # ---- the exporter reads what the chart writes ----------------------------------------------------------------

@@ -140,6 +140,17 @@ def _reply(start_response: Callable, status: str, body: bytes | list[bytes],
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    handshake: Callable[[socket.socket], socket.socket] | None = None  # TLS (sinks/webconfig.py)
+
+    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+        if self.handshake is not None:  # on the connection's thread: a slow client holds no other
+            try:
+                request = self.handshake(request)
+            except (OSError, ValueError) as exc:  # ssl.SSLError included
+                log.debug("TLS handshake with %s failed: %s", client_address[0], exc)
+                self.shutdown_request(request)
+                return
+        super().process_request_thread(request, client_address)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -152,11 +163,14 @@ class _ThreadingServer6(_ThreadingServer):
 
 
 class HttpServer:
-    """Serves the app on a background thread; `port` is the bound port (useful with port 0)."""
+    """Serves the app on a background thread; `port` is the bound port (useful with port 0). With
+    `handshake`, each connection is first handed to it (TLS) on its own thread."""
 
-    def __init__(self, app: Callable, host: str, port: int):
+    def __init__(self, app: Callable, host: str, port: int,
+                 handshake: Callable[[socket.socket], socket.socket] | None = None):
         server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
         self._server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+        self._server.handshake = handshake
         self.host, self.port = host, self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 

@@ -150,6 +150,34 @@ Path of the configuration file in the container.
 {{- end }}
 
 {{/*
+Where the web configuration Secret is mounted (beside the configuration's directory, not inside it:
+that one is a read-only ConfigMap volume).
+*/}}
+{{- define "serving-exporter.webConfigDir" -}}
+/etc/serving-exporter-web
+{{- end }}
+
+{{/*
+A probe's handler, for (list . PATH): an HTTP(S) GET of PATH, or the TCP port alone when the web
+configuration asks for credentials or client certificates the kubelet cannot present.
+*/}}
+{{- define "serving-exporter.probe" -}}
+{{- $ := index . 0 }}
+{{- $port := include "serving-exporter.portName" $ }}
+{{- if and $.Values.webConfig.secret $.Values.webConfig.authenticated }}
+tcpSocket:
+  port: {{ $port }}
+{{- else }}
+httpGet:
+  path: {{ index . 1 }}
+  port: {{ $port }}
+  {{- if and $.Values.webConfig.secret $.Values.webConfig.tls }}
+  scheme: HTTPS
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 The configuration file's content (validated against the keys the chart manages itself).
 */}}
 {{- define "serving-exporter.configYaml" -}}
@@ -194,6 +222,9 @@ Checks on combinations of values; renders nothing.
 {{- end }}
 {{- if ne (empty .Values.databricks.clientId) (empty .Values.databricks.clientSecret) }}
 {{- fail "databricks.clientId and databricks.clientSecret go together" }}
+{{- end }}
+{{- if and (or .Values.webConfig.tls .Values.webConfig.authenticated) (not .Values.webConfig.secret) }}
+{{- fail "webConfig.tls and webConfig.authenticated describe the web configuration file: set webConfig.secret too" }}
 {{- end }}
 {{- $_ := include "serving-exporter.configYaml" . }}
 {{- end }}
@@ -255,6 +286,10 @@ The exporter container. Used by this chart's Deployment and StatefulSet and, thr
     - {{ include "serving-exporter.configDir" . }}/config.yaml
     - --listen
     - {{ include "serving-exporter.listen" . | quote }}
+    {{- if .Values.webConfig.secret }}
+    - --web.config.file
+    - {{ include "serving-exporter.webConfigDir" . }}/web-config.yml
+    {{- end }}
     {{- range .Values.extraArgs }}
     - {{ . | quote }}
     {{- end }}
@@ -294,15 +329,11 @@ The exporter container. Used by this chart's Deployment and StatefulSet and, thr
       containerPort: {{ int .Values.containerPort }}
       protocol: TCP
   livenessProbe:
-    httpGet:
-      path: /healthz
-      port: {{ $portName }}
+    {{- include "serving-exporter.probe" (list . "/healthz") | nindent 4 }}
     {{- toYaml .Values.livenessProbe | nindent 4 }}
   {{- if not .Values.sidecar.enabled }}
   readinessProbe:
-    httpGet:
-      path: /readyz
-      port: {{ $portName }}
+    {{- include "serving-exporter.probe" (list . "/readyz") | nindent 4 }}
     {{- toYaml .Values.readinessProbe | nindent 4 }}
   {{- end }}
   {{- with .Values.resources }}
@@ -319,6 +350,11 @@ The exporter container. Used by this chart's Deployment and StatefulSet and, thr
       readOnly: true
     - name: serving-exporter-tmp
       mountPath: /tmp
+    {{- if .Values.webConfig.secret }}
+    - name: serving-exporter-web
+      mountPath: {{ include "serving-exporter.webConfigDir" . }}
+      readOnly: true
+    {{- end }}
     {{- with .Values.extraVolumeMounts }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -336,6 +372,11 @@ The volumes the exporter container mounts.
     {{- with .Values.tmpSizeLimit }}
     sizeLimit: {{ . }}
     {{- end }}
+{{- with .Values.webConfig.secret }}
+- name: serving-exporter-web
+  secret:
+    secretName: {{ . }}
+{{- end }}
 {{- with .Values.extraVolumes }}
 {{ toYaml . }}
 {{- end }}
