@@ -46,7 +46,7 @@ class Daemon:
         GCCollector(registry=self.live)
         self.exposition = Exposition(self.snapshot, self.live, settings.series)
         host, port = parse_listen(settings.listen)
-        self.http = HttpServer(make_app(self.exposition, self.snapshot), host, port)
+        self.http = HttpServer(make_app(self.exposition, self.snapshot, settings.poll_interval_seconds), host, port)
         # One poll at a time; a poll that overruns makes the next one start late, never twice.
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         self.scheduler.add_job(self._poll, "interval", seconds=settings.poll_interval_seconds, id="poll",
