@@ -157,7 +157,7 @@ def test_endpoint_page_has_charts_checks_hints_and_the_recommendation(serve):
     qps_path = re.search(r'<path d="([^"]+)"', svgs[0]).group(1)
     assert qps_path.count("M") == 2  # the minute without a figure breaks the line
     assert "(target 500 ms)" in page and 'stroke-dasharray="4 3"' in svgs[1]  # the P99 target drawn
-    assert "<title>GPU</title>" not in page  # never reported: no line, no legend
+    assert "<title>gpu</title>" not in page and "<title>cpu</title>" in page  # never reported: no line, no legend
     assert "min 14, max 15" in page and "+15% headroom" in page
     assert "raise max_provisioned_concurrency to at least 15" in page and "queueing summary" in page
     checks = page.split('id="checks"')[1].split("</table>")[0]

@@ -146,8 +146,8 @@ def charts(report: EndpointReport) -> list[Chart]:
         chart("Queue depth", "count", minutes, {"queue": lambda m: m.queue_depth}, targets.get("queue_depth")),
         chart("Concurrency", "count", minutes, {"required": lambda m: m.required_concurrency,
                                                 "provisioned": lambda m: m.provisioned_concurrency}),
-        chart("Utilisation", "ratio", minutes, {"CPU": lambda m: m.cpu_ratio, "memory": lambda m: m.memory_ratio,
-                                                "GPU": lambda m: m.gpu_ratio}, targets.get("cpu_utilization")),
+        chart("Utilisation", "ratio", minutes, {"cpu": lambda m: m.cpu_ratio, "memory": lambda m: m.memory_ratio,
+                                                "gpu": lambda m: m.gpu_ratio}, targets.get("cpu_utilization")),
     ]
     return [c for c in made if c is not None]
 
