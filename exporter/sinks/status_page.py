@@ -57,7 +57,7 @@ def worst_first(reports: Sequence[EndpointReport]) -> list[EndpointReport]:
 
 def fmt(value: float | None, unit: str = "count") -> str:
     """A figure for people: seconds as ms (or s), ratios as %, "–" when there is none."""
-    if value is None or math.isnan(value):
+    if value is None or not math.isfinite(value):
         return "–"
     if unit == "seconds":
         return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
@@ -124,9 +124,7 @@ def chart(title: str, unit: str, minutes: Sequence[Figures], series: dict[str, C
                 pen_down = False
                 continue
             x = PAD_LEFT + (i * step if len(vs) > 1 else plot_w / 2)
-            parts.append(f"{'L' if pen_down else 'M'}{x:.1f},{y(v):.1f}")
-            if len(vs) == 1 or not pen_down:  # a lone point shows as a dot
-                parts.append("h0.01")
+            parts.append(f"L{x:.1f},{y(v):.1f}" if pen_down else f"M{x:.1f},{y(v):.1f} h0.01")  # h: a lone point is a dot
             pen_down = True
         if parts:  # a figure the endpoint never reports (GPU on a CPU endpoint) gets no line nor legend
             lines.append(Line(label, colour, " ".join(parts)))
