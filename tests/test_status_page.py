@@ -103,7 +103,7 @@ def test_fleet_is_ordered_worst_first_with_every_column(serve):
     assert rows == [("charlie-critical", "critical"), ("bravo-down", "down"), ("golf-two-breaches", "warning"),
                     ("delta-warning", "warning"), ("echo-info", "info"), ("foxtrot-waiting", "no data"),
                     ("alpha-ok", "ok")]
-    headers = re.findall(r"<th>([^<]+)</th>", reply.text.split("</thead>")[0])
+    headers = re.findall(r"<th>(?:<a [^>]+>)?([^<]+)(?:</a>)?[ ▾]*</th>", reply.text.split("</thead>")[0])
     assert headers == ["endpoint", "platform", "state", "QPS", "P99", "error %", "queue", "utilisation",
                        "breached checks", "active hints"]
     golf = reply.text.split('data-endpoint="golf-two-breaches"')[1].split("</tr>")[0]
@@ -113,6 +113,26 @@ def test_fleet_is_ordered_worst_first_with_every_column(serve):
     assert ">queueing<" in charlie and ">latency_high<" in charlie
     assert "timeout: no answer within 10s" in reply.text  # why bravo is down
     assert '<meta http-equiv="refresh" content="30">' in reply.text
+
+
+def test_columns_sort_largest_first_with_no_figure_last(serve):
+    fleet = replace(FLEET, endpoints=(
+        report("small", figures=healthy_figures(qps=1.0, latency_p99=0.3)),
+        report("none", figures=healthy_figures(qps=None, latency_p99=None)),
+        report("large", figures=healthy_figures(qps=250.0, latency_p99=0.02)),
+        report("middle", figures=healthy_figures(qps=40.0, latency_p99=None)),
+    ))
+    url = serve(fleet)
+
+    def order(query: str) -> list[str]:
+        text = requests.get(url + "/" + query, timeout=5).text
+        return [a["data-endpoint"] for tag, a in Dom(text).elements if tag == "tr" and "data-endpoint" in a]
+
+    assert order("?sort=qps") == ["large", "middle", "small", "none"]
+    assert order("?sort=p99") == ["small", "large", "middle", "none"]  # no figure last, then worst first (by name)
+    assert order("?sort=endpoint") == ["large", "middle", "none", "small"]
+    assert order("?sort=<bogus>") == order("") == ["large", "middle", "none", "small"]  # all ok: by name
+    assert '<a href="/?sort=qps">QPS</a> ▾' in requests.get(url + "/?sort=qps", timeout=5).text
 
 
 def test_exporter_health_shows_the_last_poll_and_errors_by_reason(serve):

@@ -115,7 +115,8 @@ def make_app(exposition: Exposition, snapshot: Callable[[], Snapshot], refresh_s
         if path == "/api/v1/endpoints":
             return _reply(start_response, "200 OK", document.body(gzip_ok), "application/json", gzip_ok)
         if path == "/":
-            return _reply(start_response, "200 OK", page.fleet(), HTML, headers=PAGE_HEADERS)
+            sort = parse_qs(environ.get("QUERY_STRING", "")).get("sort", [None])[0]
+            return _reply(start_response, "200 OK", page.fleet(sort), HTML, headers=PAGE_HEADERS)
         if path.startswith(ENDPOINT_PATH):
             # wsgiref decodes the path as Latin-1; names are UTF-8.
             body = page.endpoint(path[len(ENDPOINT_PATH):].encode("latin-1").decode("utf-8", "replace"))

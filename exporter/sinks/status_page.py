@@ -55,6 +55,32 @@ def worst_first(reports: Sequence[EndpointReport]) -> list[EndpointReport]:
                                           -len(r.hints), r.info.name))
 
 
+# The fleet table's other orders (`/?sort=`, the column headers' links): largest first, no figure last, then
+# worst first among equals.
+SORTS: dict[str, Callable[[Figures], float | None]] = {
+    "qps": lambda f: f.qps, "p99": lambda f: f.latency_p99, "errors": lambda f: f.error_ratio,
+    "queue": lambda f: f.queue_depth,
+    "utilisation": lambda f: max((v for v in (f.cpu_ratio, f.memory_ratio, f.gpu_ratio) if v is not None), default=None),
+}
+
+
+def ordered(reports: Sequence[EndpointReport], sort: str | None) -> list[EndpointReport]:
+    """Worst first, or by one of SORTS (an unknown one is ignored), or by name for `endpoint`."""
+    reports = worst_first(reports)
+    if sort == "endpoint":
+        return sorted(reports, key=lambda r: r.info.name)
+    figure = SORTS.get(sort or "")
+    if figure is None:
+        return reports
+
+    def key(report: EndpointReport) -> tuple[bool, float]:
+        value = figure(report.endpoint.figures)
+        missing = value is None or not math.isfinite(value)
+        return missing, 0.0 if missing else -value  # type: ignore[operator]
+
+    return sorted(reports, key=key)  # stable: worst first among equals
+
+
 def fmt(value: float | None, unit: str = "count") -> str:
     """A figure for people: seconds as ms (or s), ratios as %, "–" when there is none."""
     if value is None or not math.isfinite(value):
@@ -172,9 +198,11 @@ class StatusPage:
         self._env.globals.update(state_of=state_of, endpoint_url=endpoint_url, units=CHECK_UNITS,
                                  version=__version__, utc=_utc)
 
-    def fleet(self) -> bytes:
+    def fleet(self, sort: str | None = None) -> bytes:
+        """The fleet table, worst first or in the order `sort` names (see SORTS)."""
         snap = self._snapshot()
-        return self._render("fleet.html", snap, endpoints=worst_first(snap.endpoints))
+        return self._render("fleet.html", snap, endpoints=ordered(snap.endpoints, sort),
+                            sort=sort if sort in SORTS or sort == "endpoint" else None)
 
     def endpoint(self, name: str) -> bytes | None:
         """The endpoint's page, or None if the snapshot has no such endpoint."""
