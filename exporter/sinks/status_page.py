@@ -64,14 +64,17 @@ SORTS: dict[str, Callable[[Figures], float | None]] = {
 }
 
 
+BY_NAME = "endpoint"
+
+
 def ordered(reports: Sequence[EndpointReport], sort: str | None) -> list[EndpointReport]:
-    """Worst first, or by one of SORTS (an unknown one is ignored), or by name for `endpoint`."""
+    """Worst first (`sort` None), by one of SORTS, or by name (BY_NAME)."""
     reports = worst_first(reports)
-    if sort == "endpoint":
+    if sort == BY_NAME:
         return sorted(reports, key=lambda r: r.info.name)
-    figure = SORTS.get(sort or "")
-    if figure is None:
+    if sort is None:
         return reports
+    figure = SORTS[sort]
 
     def key(report: EndpointReport) -> tuple[bool, float]:
         value = figure(report.endpoint.figures)
@@ -199,10 +202,10 @@ class StatusPage:
                                  version=__version__, utc=_utc)
 
     def fleet(self, sort: str | None = None) -> bytes:
-        """The fleet table, worst first or in the order `sort` names (see SORTS)."""
+        """The fleet table, worst first or in the order `sort` names (SORTS, BY_NAME; another is ignored)."""
         snap = self._snapshot()
-        return self._render("fleet.html", snap, endpoints=ordered(snap.endpoints, sort),
-                            sort=sort if sort in SORTS or sort == "endpoint" else None)
+        sort = sort if sort in SORTS or sort == BY_NAME else None
+        return self._render("fleet.html", snap, endpoints=ordered(snap.endpoints, sort), sort=sort)
 
     def endpoint(self, name: str) -> bytes | None:
         """The endpoint's page, or None if the snapshot has no such endpoint."""
