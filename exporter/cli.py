@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run the exporter daemon against a Databricks workspace.",
                          epilog=RUN_EPILOG, formatter_class=raw)
     run.add_argument("--config", metavar="FILE", help="YAML configuration file (env SERVING_EXPORTER_CONFIG_FILE)")
-    run.add_argument("--listen", metavar="HOST:PORT", help=f"address for HTTP (default 0.0.0.0:{DEFAULT_PORT})")
+    run.add_argument("--listen", metavar="HOST:PORT", help=f"address for HTTP: the status page at /, /metrics, /api/v1/endpoints (default 0.0.0.0:{DEFAULT_PORT})")
     run.add_argument("--poll-interval", type=float, metavar="SECONDS",
                      help="seconds between polls (default 60; the platform refreshes once a minute)")
     run.add_argument("--shard-index", type=int, metavar="I",

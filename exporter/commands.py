@@ -234,6 +234,7 @@ def demo(args: argparse.Namespace, settings: Settings) -> int:
     daemon = Daemon(settings, source, minute_clock=lambda: workspace.timestamp_ms(workspace.current_minute) / 1000,
                     sinks=sinks, **_reloadable(args)).start()
     print(f"""serving-exporter demo: {len(workspace.names())} simulated endpoints, one simulated minute every {args.minute_seconds:g} s
+  status page         {daemon.url}/
   exporter metrics    {daemon.url}/metrics
   endpoint health     {daemon.url}/api/v1/endpoints
   demo workspace      {simulator.url}/api/2.0/serving-endpoints  (token {DEMO_TOKEN})

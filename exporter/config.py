@@ -48,7 +48,7 @@ class Settings(BaseSettings):
                                       allow_inf_nan=False,
                                       env_parse_none_str="null")
 
-    listen: str = Field(f"0.0.0.0:{DEFAULT_PORT}", description="HOST:PORT for /metrics, /healthz, /readyz and /api/v1/endpoints")
+    listen: str = Field(f"0.0.0.0:{DEFAULT_PORT}", description="HOST:PORT for the status page (/), /metrics, /healthz, /readyz and /api/v1/endpoints")
     poll_interval_seconds: float = Field(60.0, ge=1, description="seconds between polls (the source refreshes once a minute)")
     poll_deadline_seconds: float | None = Field(None, gt=0, description="publish a poll after this long even if some endpoints are still fetching (they show as down); default 0.8 x poll interval")
     detail_refresh_seconds: float = Field(600.0, ge=0, description="re-read each endpoint's configuration at most this often (also when its last_updated changes)")

@@ -67,7 +67,7 @@ class Daemon:
         GCCollector(registry=self.live)
         self.exposition = Exposition(self.snapshot, self.live, settings.series)
         host, port = parse_listen(settings.listen)
-        app = with_lifecycle(make_app(self.exposition, self.snapshot), self.reload, lifecycle)
+        app = with_lifecycle(make_app(self.exposition, self.snapshot, settings.poll_interval_seconds), self.reload, lifecycle)
         self.web = LiveWebConfig(web) if web else None
         handshake = self._handshake if web and web.context else None
         self.http = HttpServer(Guard(app, self.web.current) if self.web else app, host, port, handshake)

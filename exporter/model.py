@@ -238,6 +238,8 @@ class SeriesReport:
     figures: Figures
     checks: tuple[Check, ...]
     counters: Counters
+    # Each window minute analysed on its own, oldest first (the status page's charts); endpoint series only.
+    minutes: tuple[Figures, ...] = ()
 
 
 @dataclass(frozen=True)

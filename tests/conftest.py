@@ -31,12 +31,13 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden")) or os.environ.get("UPDATE_GOLDEN") == "1"
 
 
-def require_binary(name: str) -> str:
+def require_binary(name: str,
+                   install: str = "apt-get install --no-install-recommends prometheus prometheus-alertmanager") -> str:
     """Path of a required program; a missing one fails under CI=true and skips elsewhere."""
     path = shutil.which(name)
     if path:
         return path
-    message = f"{name} not found (Debian: apt-get install --no-install-recommends prometheus prometheus-alertmanager)"
+    message = f"{name} not found (Debian: {install})"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)

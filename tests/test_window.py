@@ -122,3 +122,15 @@ def test_a_source_that_says_per_minute_is_never_differenced():
     w.ingest(2, minute(100, hist(550, 980, 1100)))
     assert [m.latency.count for _, m in w.in_window()] == [1000, 1100]
     assert w.counters.duration.count == 2100
+
+
+def test_per_minute_figures_follow_the_window_oldest_first():
+    w = SeriesWindow(window_minutes=3)
+    for key, requests in zip(range(10, 14), (60, 120, 180, 240)):
+        w.ingest(key, minute(requests, errors_5xx=requests / 60))
+    minutes = w.per_minute(capacity=None)
+    assert [m.latest_minute_ms for m in minutes] == [11 * 60_000, 12 * 60_000, 13 * 60_000]  # minute 10 aged out
+    assert [m.qps for m in minutes] == [2.0, 3.0, 4.0]
+    assert [m.error_ratio for m in minutes] == [1 / 60] * 3
+    w.ingest(14, minute(300))
+    assert [m.qps for m in w.per_minute(capacity=None)] == [3.0, 4.0, 5.0]

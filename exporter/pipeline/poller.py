@@ -366,7 +366,8 @@ class Poller:
             else:
                 capacity = served[entity].capacity if entity in served else None
             figures = window.figures(capacity)
-            return SeriesReport(entity, figures, checks(figures, targets), window.counters)
+            minutes = window.per_minute(capacity) if entity is None else ()  # charted for the endpoint only
+            return SeriesReport(entity, figures, checks(figures, targets), window.counters, minutes)
 
         endpoint = series(None, state.window(None))
         entities = tuple(series(e, w) for e, w in sorted(state.windows.items(), key=lambda kv: kv[0] or "") if e is not None)

@@ -77,6 +77,7 @@ class SeriesWindow:
         self.counters = Counters()
         self._version = 0  # bumped when a minute is stored: the window changes only then
         self._analysed: tuple[int, float | None, Figures] | None = None
+        self._per_minute: dict[int, tuple[float | None, Figures]] = {}  # minute key -> (capacity, its figures)
 
     def ingest(self, minute_key: int, raw: MinuteFigures, histograms: str = "per_minute") -> bool:
         """Store one minute; return False (and change nothing) if it is not newer than the newest stored.
@@ -104,6 +105,17 @@ class SeriesWindow:
         if cached is None or cached[0] != self._version or cached[1] != capacity:
             cached = self._analysed = (self._version, capacity, analyze(self.in_window(), capacity))
         return cached[2]
+
+    def per_minute(self, capacity: float | None) -> tuple[Figures, ...]:
+        """Each minute of the window analysed alone, oldest first. A stored minute never changes, so each is
+        analysed once (again only if the capacity changed)."""
+        done = self._per_minute
+        for key in [k for k in done if k not in self.minutes]:
+            del done[key]
+        for key, minute in self.minutes.items():
+            if key not in done or done[key][0] != capacity:
+                done[key] = (capacity, analyze([(key, minute)], capacity))
+        return tuple(done[key][1] for key in sorted(done))
 
     def in_window(self) -> list[tuple[int, MinuteFigures]]:
         return sorted(self.minutes.items())

@@ -1,4 +1,4 @@
-"""HTTP: /metrics, /healthz, /readyz, /api/v1/endpoints and a small index page.
+"""HTTP: /metrics, /healthz, /readyz, /api/v1/endpoints and the status page (sinks/status_page.py).
 
 A threaded WSGI server from the standard library. /metrics and the JSON API serve
 bytes rendered once per snapshot (sinks/prometheus.py `Exposition`, `JsonDocument`
@@ -23,9 +23,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client.exposition import gzip_accepted
 
-from .. import __version__
 from ..model import Snapshot
 from .prometheus import GZIP_LEVEL, Exposition
+from .status_page import ENDPOINT_PATH, HEADERS as PAGE_HEADERS, StatusPage
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +74,6 @@ def _num(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) or math.isinf(value) else value
 
 
-INDEX = """<!doctype html><html><head><title>serving-exporter</title></head><body>
-<h1>serving-exporter {version}</h1>
-<ul><li><a href="metrics">/metrics</a> Prometheus exposition</li>
-<li><a href="api/v1/endpoints">/api/v1/endpoints</a> endpoints, figures, targets, breaches (JSON)</li>
-<li><a href="healthz">/healthz</a> alive</li><li><a href="readyz">/readyz</a> ready after the first poll</li></ul>
-</body></html>"""
-
-
 class JsonDocument:
     """The JSON API's body, serialised (and gzipped) once per snapshot."""
 
@@ -99,8 +91,10 @@ class JsonDocument:
             return self._cached[2] if gzip_ok else self._cached[1]
 
 
-def make_app(exposition: Exposition, snapshot: Callable[[], Snapshot]) -> Callable:
+def make_app(exposition: Exposition, snapshot: Callable[[], Snapshot], refresh_seconds: float = 60) -> Callable:
+    """`refresh_seconds`: how often the status page reloads itself (the poll interval)."""
     document = JsonDocument(snapshot)
+    page = StatusPage(snapshot, refresh_seconds)
 
     def app(environ: dict, start_response: Callable) -> list[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -121,16 +115,27 @@ def make_app(exposition: Exposition, snapshot: Callable[[], Snapshot]) -> Callab
         if path == "/api/v1/endpoints":
             return _reply(start_response, "200 OK", document.body(gzip_ok), "application/json", gzip_ok)
         if path == "/":
-            return _reply(start_response, "200 OK", INDEX.format(version=__version__).encode(), "text/html; charset=utf-8")
+            sort = parse_qs(environ.get("QUERY_STRING", "")).get("sort", [None])[0]
+            return _reply(start_response, "200 OK", page.fleet(sort), HTML, headers=PAGE_HEADERS)
+        if path.startswith(ENDPOINT_PATH):
+            # wsgiref decodes the path as Latin-1; names are UTF-8.
+            body = page.endpoint(path[len(ENDPOINT_PATH):].encode("latin-1").decode("utf-8", "replace"))
+            if body is None:
+                return _reply(start_response, "404 Not Found", b"no such endpoint in the last poll\n")
+            return _reply(start_response, "200 OK", body, HTML, headers=PAGE_HEADERS)
         return _reply(start_response, "404 Not Found", b"not found\n")
 
     return app
 
 
+HTML = "text/html; charset=utf-8"
+
+
 def _reply(start_response: Callable, status: str, body: bytes | list[bytes],
-           content_type: str = "text/plain; charset=utf-8", gzipped: bool = False) -> list[bytes]:
+           content_type: str = "text/plain; charset=utf-8", gzipped: bool = False,
+           headers: list[tuple[str, str]] | None = None) -> list[bytes]:
     chunks = body if isinstance(body, list) else [body]
-    headers = [("Content-Type", content_type), ("Content-Length", str(sum(len(c) for c in chunks)))]
+    headers = [("Content-Type", content_type), ("Content-Length", str(sum(len(c) for c in chunks))), *(headers or [])]
     if gzipped:
         headers += [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
     start_response(status, headers)
