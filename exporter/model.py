@@ -67,11 +67,21 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class Replica:
+    """One scrape target of a self-hosted endpoint (a replica of the model server) in the last fetch."""
+
+    target: str  # its metrics URL, without credentials
+    up: bool
+    error: str | None = None  # a short reason when down, never a credential
+
+
+@dataclass(frozen=True)
 class EndpointInfo:
     """What the list call tells about an endpoint, enriched by the detail call when fetched."""
 
     name: str
-    platform: str = ""  # the source's platform, e.g. databricks
+    platform: str = ""  # the source's platform, e.g. databricks or self-hosted
+    server: str | None = None  # self-hosted: the model server kind (vllm, triton, ...), once known
     id: str | None = None
     ready: bool | None = None  # the platform says the endpoint serves; None: not said
     state: str | None = None  # the platform's word for its readiness, shown as is
@@ -172,6 +182,17 @@ class MinuteFigures:
     gpu_ratio: float | None = None
     gpu_memory_ratio: float | None = None
     provisioned_concurrency: float | None = None
+    # Self-hosted model servers: gauges summed over the replicas that answered, counts for the minute.
+    queue_depth: float | None = None  # requests waiting, from the server's own gauge (measured, not estimated)
+    requests_running: float | None = None  # requests being served now, the server's own gauge
+    # LLM servers. Latency-like histograms in seconds, per minute; a histogram with the +Inf bound only
+    # carries a mean (sum and count), never percentiles.
+    ttft: Histogram | None = None  # time to first token
+    tpot: Histogram | None = None  # time per output token (inter-token latency)
+    prompt_tokens: float | None = None
+    generation_tokens: float | None = None
+    kv_cache_ratio: float | None = None  # KV-cache use 0-1 of the fullest replica
+    preemptions: float | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -221,13 +242,27 @@ class Figures:
     error_ratio_5xx: float | None = None
     queue_depth: float | None = None
     queue_wait_mean: float | None = None  # seconds, when the platform reports queue time
-    queue_depth_method: Literal["queue_time", "estimated"] | None = None
+    queue_depth_method: Literal["queue_time", "server", "estimated"] | None = None
     cpu_ratio: float | None = None
     memory_ratio: float | None = None
     gpu_ratio: float | None = None
     gpu_memory_ratio: float | None = None
     provisioned_concurrency: float | None = None
     required_concurrency: float | None = None
+    # Self-hosted and LLM servers (None where the server does not publish the signal).
+    requests_running: float | None = None
+    ttft_p50: float | None = None
+    ttft_p90: float | None = None
+    ttft_p99: float | None = None
+    ttft_mean: float | None = None
+    tpot_p50: float | None = None
+    tpot_p90: float | None = None
+    tpot_p99: float | None = None
+    tpot_mean: float | None = None
+    prompt_tokens_per_second: float | None = None
+    generation_tokens_per_second: float | None = None
+    kv_cache_ratio: float | None = None
+    preemptions_per_second: float | None = None
 
 
 @dataclass(frozen=True)
@@ -281,6 +316,7 @@ class EndpointReport:
     status: PollStatus
     hints: tuple[Hint, ...] = ()
     recommendation: Recommendation | None = None
+    replicas: tuple[Replica, ...] = ()  # self-hosted: each scrape target in the last fetch
 
 
 @dataclass(frozen=True)

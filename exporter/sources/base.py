@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from ..model import EndpointInfo, MinuteFigures
+from ..model import EndpointInfo, MinuteFigures, Replica
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class Observation:
     # "per_minute": histograms hold the minute's observations. "unknown": the platform does not say whether
     # they are per minute or cumulative, and the window tells them apart (pipeline/window.py).
     histograms: Literal["per_minute", "unknown"] = "per_minute"
+    # Self-hosted: each replica scraped for this observation and whether it answered.
+    replicas: tuple[Replica, ...] = ()
 
 
 class FetchError(Exception):
