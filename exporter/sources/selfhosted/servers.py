@@ -90,8 +90,8 @@ def status(cls: str, label: str = "status") -> Where:
 
 
 # Paths that are probes or the metrics scrape itself, never traffic (MLServer /v2/health/*, /v2/models/{m}/ready,
-# BentoML /healthz /readyz /livez, vLLM /health, TorchServe /ping).
-_PROBE = re.compile(r"/(metrics|healthz?|readyz|livez|ping|ready|live|v2/health/(live|ready)"
+# BentoML /healthz /readyz /livez, vLLM /health, TorchServe /ping, Ray Serve /-/healthz).
+_PROBE = re.compile(r"(/-)?/(metrics|healthz?|readyz|livez|ping|ready|live|v2/health/(live|ready)"
                     r"|v2/models/[^/]+(/versions/[^/]+)?/ready)/?")
 PATH_LABELS = ("path", "handler", "endpoint", "route")
 
