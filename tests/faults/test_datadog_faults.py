@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 ENDPOINTS = ("dd-1", "dd-2")
 UP = "model_serving.exporter_up"
-COVERAGE = "model_serving.window_coverage_seconds"
+GAUGE = 3  # the v2 intake's type of a gauge point
 OUTAGE_S = 120.0  # "the intake answers 500 for two minutes", as it happens, in real time
 
 
@@ -93,15 +93,16 @@ def assert_exactly_once(fakes: list[FakeDatadog], restarted_at: float | None = N
     again with the same value (a request whose answer timed out after the intake took it; a source minute the
     restarted process sees again) counts once, as far as the intake can tell; two values would be a conflict.
 
-    One exception, by design: the window's coverage of the source minute both processes saw around the restart.
-    The new process starts with an empty window, so its coverage of that minute is smaller, and the intake keeps
-    the value sent last (docs/datadog.md, "Guarantee")."""
+    One exception, by design: the window gauges (coverage, window means and percentiles) of the source minute both
+    processes saw around a restart. The new process starts with an empty window, so its figures for that minute
+    are of one minute, and the intake keeps the value sent last (docs/datadog.md, "Guarantee"). Counts never
+    differ."""
     values: dict[tuple, set[float]] = {}
     for fake in fakes:
-        for m, ts, value, _, tags in fake.points():
-            values.setdefault((m, ts, tags), set()).add(value)
+        for m, ts, value, kind, tags in fake.points():
+            values.setdefault((m, ts, kind, tags), set()).add(value)
     conflicting = [k for k, v in values.items() if len(v) > 1
-                   and not (k[0] == COVERAGE and restarted_at is not None
+                   and not (k[2] == GAUGE and restarted_at is not None
                             and restarted_at - 120 <= k[1] <= restarted_at + 60)]
     assert not conflicting, f"{len(conflicting)} points arrived with different values, e.g. {conflicting[:3]}"
     for fake in fakes:
@@ -128,10 +129,12 @@ def test_intake_faults_lose_no_point_and_hold_no_poll(tmp_path):
 
         # 500 for two minutes: every poll's points wait, retried with backoff; then all arrive, oldest first.
         fakes[0].fail(500)
+        outage_from = time.time()
         wait(lambda: requests_with(stack, "500") >= 1, "a 500 counted", stack)
         outage_end = time.monotonic() + OUTAGE_S
         while time.monotonic() < outage_end:
             polls_on_time(stack, n=4)
+        outage_to = time.time()
         held = counter(stack, "model_serving_exporter_datadog_buffer_points")
         assert held >= OUTAGE_S / POLL_S / 2 * len(ENDPOINTS), held  # the outage's points are held
         assert counter(stack, "model_serving_exporter_datadog_points_total", outcome="retried") > 0
@@ -203,7 +206,9 @@ def test_intake_faults_lose_no_point_and_hold_no_poll(tmp_path):
         # The first process's polls, then the second's: one gap at the restart, none anywhere else but the 403.
         found = gaps(ts, refused)
         assert len(found) <= 1, f"{endpoint}: points missing between {found}"
-        assert len(ts) >= (OUTAGE_S + 60) / POLL_S, len(ts)
+        # The outage's polls all arrived: one per poll interval, give or take a late poll on a loaded machine.
+        during = [t for t in ts if outage_from <= t <= outage_to]
+        assert len(during) >= 0.75 * (outage_to - outage_from) / POLL_S, (len(during), outage_to - outage_from)
 
 
 def test_a_spill_directory_that_cannot_be_created_leaves_delivery_from_memory(tmp_path):
