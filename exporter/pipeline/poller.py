@@ -32,7 +32,7 @@ from concurrent.futures import Future, wait
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ..model import Counters, EndpointInfo, EndpointReport, Figures, PollStatus, SeriesReport, Snapshot
+from ..model import Counters, EndpointInfo, EndpointReport, Figures, PollStatus, Replica, SeriesReport, Snapshot
 from ..sources import FetchError, Observation, Source
 from ..threads import started_pool
 from .analysis import checks
@@ -59,6 +59,7 @@ class EndpointState:
         self.window_minutes = window_minutes
         self.windows: dict[str | None, SeriesWindow] = {}
         self.hints = HintMemory()
+        self.replicas: tuple[Replica, ...] = ()  # self-hosted: the scrape targets of the last answered fetch
         self.config_fresh = False  # whether this poll adopted a fresh listing
         self.last_fingerprint: bytes | None = None  # to spot data served again when the source sends no timestamp
         self.last_fingerprint_at = 0.0
@@ -308,6 +309,7 @@ class Poller:
             log.debug("detail of %s failed: %s", state.info.name, exc)
 
     def _ingest(self, state: EndpointState, observed: Observation, started: float) -> None:
+        state.replicas = observed.replicas
         key = self._minute_key(state, observed)
         if key is not None:
             state.window(None).ingest(key, observed.endpoint, observed.histograms)
@@ -373,9 +375,9 @@ class Poller:
         entities = tuple(series(e, w) for e, w in sorted(state.windows.items(), key=lambda kv: kv[0] or "") if e is not None)
         hints = evaluate(self.settings.remediation, info, endpoint.figures, endpoint.checks, targets, state.hints,
                          metrics_fresh=state.status.up, config_fresh=state.config_fresh and info.detailed,
-                         now_s=self.clock())
-        advice = recommend(self.settings.remediation, info, endpoint.figures, endpoint.checks, targets)
-        return EndpointReport(self._capped(info), endpoint, entities, state.status, hints, advice)
+                         now_s=self.clock(), replicas=state.replicas)
+        advice = recommend(self.settings.remediation, info, endpoint.figures, endpoint.checks, targets, state.replicas)
+        return EndpointReport(self._capped(info), endpoint, entities, state.status, hints, advice, state.replicas)
 
     def _capped(self, info: EndpointInfo) -> EndpointInfo:
         """The configuration as published: at most max_served_entities served entities, as for their figures
