@@ -150,9 +150,10 @@ class Context:
 
     @functools.cached_property
     def per_replica(self) -> float | None:
-        """Concurrency one replica serves: the endpoint's capacity (replicas answering x per-replica concurrency)
-        over the replicas answering."""
-        return self.capacity / self.replicas_up if self.capacity and self.replicas_up else None
+        """Concurrency one replica serves: the endpoint's configured capacity (replicas answering x per-replica
+        concurrency, ServedEntity.sized_capacity) over the replicas answering."""
+        cap = self.info.capacity
+        return cap / self.replicas_up if cap and self.replicas_up else None
 
     def replicas_for(self, concurrency: float) -> int | None:
         """Replicas this need takes, headroom added; None when the per-replica concurrency is unknown."""
