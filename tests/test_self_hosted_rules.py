@@ -111,3 +111,15 @@ def test_self_hosted_endpoints_are_outside_the_workspace_limits():
     databricks = databricks_info(route_optimized=False)
     found = usage([(CHAT, figures(qps=500.0)), (databricks, figures(qps=100.0))], WorkspaceLimits())
     assert found.endpoints == 1 and found.qps == 100.0 and found.candidates == ()
+
+
+def test_targets_can_be_overridden_per_platform_and_server():
+    from exporter.config import load_settings
+
+    settings = load_settings(overrides={"target_overrides": [
+        {"match": {"platform": "self-hosted"}, "targets": {"latency_p99_seconds": 30}},
+        {"match": {"server": "vllm"}, "targets": {"ttft_p99_seconds": 1.0}}]})
+    assert settings.targets_for(CHAT)["latency_p99"] == 30 and settings.targets_for(CHAT)["ttft_p99"] == 1.0
+    tgi = replace(CHAT, server="tgi")
+    assert settings.targets_for(tgi)["ttft_p99"] == 2.0
+    assert settings.targets_for(databricks_info())["latency_p99"] == 0.5
