@@ -77,6 +77,13 @@ BURN_RATE_WINDOWS = [
     ("warning", 24 * 3600, 7200, 3.0, 3600),     # 10% in 1 day
     ("warning", 3 * 24 * 3600, 6 * 3600, 1.0, 3 * 3600),  # 10% in 3 days
 ]
+# ModelServingReplicasSaturated: a self-hosted server's running requests at or above this share of its capacity (the
+# replicas' concurrency, model_serving_provisioned_concurrency) while requests wait: the remediation rules'
+# saturation_ratio default.
+LLM_SATURATION_RATIO = 0.9
+# ModelServingReplicasDown: long enough for a model server to restart and load its model (a large LLM takes
+# several minutes), short enough to catch a crash-looping replica within the quarter hour.
+REPLICAS_DOWN_FOR_S = 15 * 60
 # -------------------------------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parent
@@ -201,6 +208,17 @@ rate(model_serving_requests_total{{served_entity=""}}[{duration(w * s)}])""",
     return rules
 
 
+def llm_at_capacity() -> str:
+    """Endpoints whose server counts its own waiting requests while its running ones fill its capacity: queueing
+    that more replicas fix (ModelServingReplicasSaturated), kept out of ModelServingQueueing so one queue pages once."""
+    return f"""(
+    model_serving_queue_depth_method{{served_entity="", method="server"}} == 1
+  and ignoring (method)
+    model_serving_requests_running{{served_entity=""}}
+      >= {number(LLM_SATURATION_RATIO)} * model_serving_provisioned_concurrency{{served_entity=""}}
+)"""
+
+
 def alerting_rules(scale: float) -> list[Alert]:
     s = scale
     fresh = f"and ignoring (served_entity) ({FRESH} == 1)"
@@ -246,7 +264,8 @@ and
             f"""model_serving_queue_depth{{served_entity=""}}
   > ignoring (served_entity, check) group_left
 model_serving_target{{check="queue_depth"}}
-{fresh}""",
+{fresh}
+unless ignoring (method) {llm_at_capacity()}""",
             10 * 60, "critical",
             "{{ $labels.serving_endpoint }}: requests are queueing",
             "On average {{ $value | printf \"%.1f\" }} requests to {{ $labels.serving_endpoint }} waited for a free slot "
@@ -257,7 +276,50 @@ model_serving_target{{check="queue_depth"}}
             "Latency rises and the platform answers 429 once the queue is full.",
             "Queue depth is a 5-minute window average, and autoscaling takes minutes to add capacity: 10m\n"
             "(longer than the window) ignores a one-minute spike and a scale-up that fixes itself, and pages\n"
-            "when the endpoint cannot catch up."),
+            "when the endpoint cannot catch up. A self-hosted server queueing at capacity pages through\n"
+            "ModelServingReplicasSaturated instead (one page per queue)."),
+        Alert(
+            "ModelServingReplicasSaturated",
+            f"""model_serving_queue_depth{{served_entity=""}}
+  > ignoring (served_entity, check) group_left
+model_serving_target{{check="queue_depth"}}
+{fresh}
+and ignoring (method) {llm_at_capacity()}""",
+            10 * 60, "critical",
+            "{{ $labels.serving_endpoint }}: requests wait with the model server at capacity",
+            "On average {{ $value | printf \"%.1f\" }} requests to {{ $labels.serving_endpoint }} waited (the server's own "
+            "count) over the exporter's analysis window while its running requests filled at least "
+            + f"{LLM_SATURATION_RATIO:.0%}" + " of its replicas' concurrency"
+            "{{ with printf \"model_serving_recommended_replicas{serving_endpoint='%s',instance='%s',bound='max'}\" "
+            "$labels.serving_endpoint $labels.instance | query }}{{ with first . }}; the window supports "
+            "{{ . | value }} replicas at the busiest minute{{ end }}{{ end }}. Add replicas.",
+            "The same 10m as ModelServingQueueing (a window average; a horizontal autoscaler adds replicas\n"
+            "within minutes), but the server says why: it runs all it can, so only more replicas help."),
+        Alert(
+            "ModelServingKvCacheSaturated",
+            f"""model_serving_kv_cache_utilization_ratio{{served_entity=""}}
+  > ignoring (served_entity, check) group_left
+model_serving_target{{check="kv_cache_utilization"}}
+{fresh}""",
+            15 * 60, "warning",
+            "{{ $labels.serving_endpoint }}: LLM KV cache near full",
+            "The fullest replica of {{ $labels.serving_endpoint }} used {{ $value | humanizePercentage }} of its KV cache "
+            "on average over the exporter's analysis window" + target_of("kv_cache_utilization")
+            + ", above its target of {{ . | value | humanizePercentage }}{{ end }}{{ end }}. The server admits fewer "
+            "sequences and preempts running ones (model_serving_preemptions_per_second).",
+            "A capacity ticket like ModelServingSaturation: 15m of a 5-minute mean. A full cache that\n"
+            "hurts users pages through ModelServingReplicasSaturated."),
+        Alert(
+            "ModelServingReplicasDown",
+            """model_serving_replicas_answering_ratio < 1
+and model_serving_exporter_up == 1""",
+            REPLICAS_DOWN_FOR_S, "warning",
+            "{{ $labels.serving_endpoint }}: replicas of the model server do not answer",
+            "Only {{ $value | humanizePercentage }} of the replicas of {{ $labels.serving_endpoint }} answered the "
+            "exporter's last fetches; model_serving_replica_up == 0 names them. The others carry their load.",
+            "Long enough for a replica to restart and load its model (a large LLM takes minutes), short\n"
+            "enough to catch one crash-looping within the quarter hour. While no replica answers,\n"
+            "ModelServingMetricsStale reports the endpoint instead (the exporter_up guard)."),
         Alert(
             "ModelServingLatencyHigh",
             f"""label_replace(model_serving_latency_seconds{{served_entity=""}}, "check", "latency_$1", "percentile", "(.+)")

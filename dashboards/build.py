@@ -484,6 +484,51 @@ def endpoint() -> dm.Dashboard:
         query(f"max by (bound) (model_serving_recommended_concurrency{{{E}}})", "recommended {{bound}}", "C"),
         w=8), "^recommended .*"))
 
+    b = b.with_row(db.Row("LLM server"))  # self-hosted model servers; empty for endpoints whose server has none
+    b = b.with_panel(dashed(ts(
+        "Time to first token", "s",
+        "P50/P90/P99 and mean time to first token over the exporter's analysis window (LLM servers; a server "
+        "that publishes only sum and count has the mean only). Dashed: the ttft_p99 target.",
+        query(f"max by (percentile) (model_serving_time_to_first_token_seconds{{{ES}}})", "{{percentile}}", "A"),
+        query(f"max(model_serving_time_to_first_token_mean_seconds{{{ES}}})", "mean", "B"),
+        query(f'max(model_serving_target{{{E}, check="ttft_p99"}})', "target", "C"), w=8), "^target$"))
+    b = b.with_panel(dashed(ts(
+        "Time per output token", "s",
+        "P50/P90/P99 and mean time per output token (inter-token latency): the streaming speed. Dashed: the "
+        "tpot_p99 target.",
+        query(f"max by (percentile) (model_serving_time_per_output_token_seconds{{{ES}}})", "{{percentile}}", "A"),
+        query(f"max(model_serving_time_per_output_token_mean_seconds{{{ES}}})", "mean", "B"),
+        query(f'max(model_serving_target{{{E}, check="tpot_p99"}})', "target", "C"), w=8), "^target$"))
+    b = b.with_panel(ts(
+        "Tokens per second", "short", "Prompt (prefill) and generated tokens per second over the window.",
+        query(f"max(model_serving_prompt_tokens_per_second{{{ES}}})", "prompt", "A"),
+        query(f"max(model_serving_generation_tokens_per_second{{{ES}}})", "generated", "B"), w=8))
+    b = b.with_panel(dashed(ts(
+        "KV cache and preemptions", "percentunit",
+        "KV-cache use of the fullest replica (window mean) and preemptions per second (right axis): a full cache "
+        "preempts running sequences. Dashed: the kv_cache_utilization target.",
+        query(f"max(model_serving_kv_cache_utilization_ratio{{{ES}}})", "KV cache", "A"),
+        query(f'max(model_serving_target{{{E}, check="kv_cache_utilization"}})', "target", "B"),
+        query(f"max(model_serving_preemptions_per_second{{{ES}}})", "preemptions/s", "C"), w=8)
+        .min(0).override_by_name("preemptions/s", [prop("custom.axisPlacement", "right"), prop("unit", "short")]),
+        "^target$"))
+    b = b.with_panel(ts(
+        "Running and waiting requests", "short",
+        "Requests the model server runs and those waiting (its own counts, summed over replicas, window means), "
+        "against the replicas' concurrency (provisioned).",
+        query(f"max(model_serving_requests_running{{{ES}}})", "running", "A"),
+        query(f'max(model_serving_queue_depth{{{ES}}} and on (serving_endpoint, served_entity) '
+              f'max by (serving_endpoint, served_entity) (model_serving_queue_depth_method{{{ES}, method="server"}}))',
+              "waiting", "B"),
+        query(f"max(model_serving_provisioned_concurrency{{{ES}}})", "provisioned", "C"), w=8))
+    b = b.with_panel(dashed(ts(
+        "Replicas up", "short",
+        "Each replica's last fetch (1 up, 0 down; label replica: its metrics URL) and the recommended replicas "
+        "(dashed) for the busiest and quietest minute.",
+        query(f"max by (replica) (model_serving_replica_up{{{E}}})", "{{replica}}", "A"),
+        query(f"max by (bound) (model_serving_recommended_replicas{{{E}}})", "recommended {{bound}}", "B"), w=8),
+        "^recommended .*"))
+
     b = b.with_row(db.Row("Error budget"))
     errors = f"sum(max by (class) (increase(model_serving_request_errors_total{{{ES}}}[$__range])))"
     requests = f"max(increase(model_serving_requests_total{{{ES}}}[$__range]))"

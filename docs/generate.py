@@ -34,12 +34,18 @@ def series_costs() -> str:
     from prometheus_client.parser import text_string_to_metric_families
 
     per_row: dict[tuple[str, bool], Counter[str]] = {}
+    platform: dict[str, str] = {}  # endpoint -> its platform label
+    endpoint_total: Counter[str] = Counter()  # series of the endpoint as a whole
     for family in text_string_to_metric_families(GOLDEN.read_text()):
         for sample in family.samples:
             endpoint = sample.labels.get("serving_endpoint")
             if endpoint is not None:
-                key = (family.name, bool(sample.labels.get("served_entity")))
+                entity = sample.labels.get("served_entity")
+                key = (family.name, bool(entity))
                 per_row.setdefault(key, Counter())[endpoint + "/" + sample.labels.get("served_entity", "")] += 1
+                endpoint_total[endpoint] += 0 if entity else 1
+                if family.name == "model_serving_endpoint_info":
+                    platform[endpoint] = sample.labels["platform"]
     alerts = "".join(p.read_text() for p in sorted((ROOT / "alerts" / "prometheus").rglob("*.y*ml")))
     grafana = "".join(p.read_text() for p in sorted((ROOT / "dashboards" / "grafana").rglob("*.json")))
     lines = ["| family | series per endpoint | per served entity | alert rules read it | dashboards read it |",
@@ -54,7 +60,10 @@ def series_costs() -> str:
         note = " (one per active hint)" if f.name == "remediation" else ""
         lines.append(f"| `{f.name}` | {counts[0]}{note} | {counts[1]} | {'yes' if f.prometheus_name in alerts else 'no'} "
                      f"| {'yes' if f.prometheus_name in grafana else 'no'} |")
-    lines.append(f"| **all** | **{total[0]}** | **{total[1]}** | | |")
+    for name in sorted(set(platform.values())):
+        most = max(n for endpoint, n in endpoint_total.items() if platform.get(endpoint) == name)
+        lines.append(f"| **all, the largest {name} endpoint** | **{most}** | | | |")
+    lines.append(f"| **all families together** | **{total[0]}** | **{total[1]}** | | |")
     return "\n".join(lines) + "\n"
 
 

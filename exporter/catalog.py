@@ -28,13 +28,15 @@ from typing import Any, Literal
 
 from . import __version__
 from .model import EndpointReport, SeriesReport, Snapshot
+from .pipeline.targets import SERVER_CHECKS
 
 PREFIX = "model_serving_"
 ENDPOINT_LABEL = "serving_endpoint"  # not `endpoint`: the Prometheus Operator puts that on every target
 ENTITY_LABEL = "served_entity"  # "" is the endpoint as a whole
 SCOPE_LABELS = {"series": (ENDPOINT_LABEL, ENTITY_LABEL), "endpoint": (ENDPOINT_LABEL,), "exporter": ()}
 # Units, in words the sinks translate (Datadog's names are in sinks/datadog/points.py).
-Unit = Literal["seconds", "ratio", "requests", "requests_per_second", "errors", "timestamp", ""]
+Unit = Literal["seconds", "ratio", "requests", "requests_per_second", "tokens_per_second", "per_second", "errors",
+               "timestamp", "replicas", ""]
 
 Samples = Iterable[tuple[tuple[str, ...], Any]]
 
@@ -78,9 +80,8 @@ def _figure(attr: str) -> Callable[[SeriesReport], Samples]:
     return lambda row: (((), getattr(row.figures, attr)),)
 
 
-def _percentiles(row: SeriesReport) -> Samples:
-    f = row.figures
-    return ((("p50",), f.latency_p50), (("p90",), f.latency_p90), (("p99",), f.latency_p99))
+def _percentiles(prefix: str) -> Callable[[SeriesReport], Samples]:
+    return lambda row: (((p,), getattr(row.figures, f"{prefix}_{p}")) for p in ("p50", "p90", "p99"))
 
 
 def _error_classes(row: SeriesReport) -> Samples:
@@ -113,12 +114,34 @@ def _configured(report: EndpointReport) -> Samples:
 
 
 def _targets(report: EndpointReport) -> Samples:
-    return (((c.name,), c.target) for c in report.endpoint.checks if c.target is not None)
+    # An LLM server's check only where the endpoint has the figure: others never carry its target series.
+    return (((c.name,), c.target) for c in report.endpoint.checks
+            if c.target is not None and (c.value is not None or c.name not in SERVER_CHECKS))
 
 
-def _recommended(report: EndpointReport) -> Samples:
-    r = report.recommendation
-    return ((("min",), float(r.min_concurrency)), (("max",), float(r.max_concurrency))) if r else ()
+def _recommended(unit: str) -> Callable[[EndpointReport], Samples]:
+    def read(report: EndpointReport) -> Samples:
+        r = report.recommendation
+        if r is None or r.unit != unit:
+            return ()
+        return (("min",), float(r.min_concurrency)), (("max",), float(r.max_concurrency))
+    return read
+
+
+def _replica_up(report: EndpointReport) -> Samples:
+    return (((_without_userinfo(r.target),), 1.0 if r.up else 0.0) for r in report.replicas)
+
+
+def _without_userinfo(url: str) -> str:
+    """The source sends targets without credentials; a label must never carry one even if a URL slips through."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}" if sep else url
+
+
+def _replicas_answering(report: EndpointReport) -> Samples:
+    n = len(report.replicas)
+    return (((), sum(r.up for r in report.replicas) / n),) if n else ()
 
 
 def _flag(value: bool | None) -> str:
@@ -127,7 +150,7 @@ def _flag(value: bool | None) -> str:
 
 def _endpoint_info(report: EndpointReport) -> Samples:
     info = report.info
-    yield (), {"platform": info.platform, "endpoint_id": info.id or "", "workload_type": info.workload_type or "",
+    yield (), {"platform": info.platform, "server": info.server or "", "endpoint_id": info.id or "", "workload_type": info.workload_type or "",
                "route_optimized": _flag(info.route_optimized), "scale_to_zero": _flag(info.scale_to_zero),
                "task": info.task or "", "kind": info.kind}
 
@@ -205,18 +228,55 @@ FAMILIES: tuple[Family, ...] = (
            "Figures.required_concurrency", _figure("required_concurrency"), datadog=MINUTE),
     Family("latency_seconds", "gauge", "series", "seconds",
            "Latency percentile over the analysis window, computed as PromQL histogram_quantile does.",
-           "Figures.latency_p50, latency_p90, latency_p99", _percentiles, ("percentile",), MINUTE),
+           "Figures.latency_p50, latency_p90, latency_p99", _percentiles("latency"), ("percentile",), MINUTE),
     Family("error_ratio_by_class", "gauge", "series", "ratio",
            "Share of requests answered with this status class over the window.",
            "Figures.error_ratio_4xx, error_ratio_5xx", _error_classes, ("class",), MINUTE),
     Family("queue_depth", "gauge", "series", "requests",
-           "Requests waiting for a free slot, averaged over the window: measured by Little's law (arrival rate x mean "
-           "queue wait) when the platform reports queue time, else estimated per minute as max(0, QPS x mean latency "
-           "- provisioned concurrency). model_serving_queue_depth_method says which.",
+           "Requests waiting for a free slot, averaged over the window: the model server's own waiting-requests gauge "
+           "where it has one; else measured by Little's law (arrival rate x mean queue wait) when the platform reports "
+           "queue time; else estimated per minute as max(0, QPS x mean latency - provisioned concurrency). "
+           "model_serving_queue_depth_method says which.",
            "Figures.queue_depth", _figure("queue_depth"), datadog=MINUTE),
     Family("queue_depth_method", "gauge", "series", "",
-           "1 for the method behind model_serving_queue_depth: queue_time (measured) or estimated.",
+           "1 for the method behind model_serving_queue_depth: server (the server's own count), queue_time "
+           "(measured) or estimated.",
            "Figures.queue_depth_method", _queue_method, ("method",), MINUTE),
+    # Self-hosted model servers and LLM servers: absent where the server does not publish the signal.
+    Family("requests_running", "gauge", "series", "requests",
+           "Requests being served, the model server's own in-flight gauge summed over replicas, averaged over the window.",
+           "Figures.requests_running", _figure("requests_running"), datadog=MINUTE),
+    Family("time_to_first_token_seconds", "gauge", "series", "seconds",
+           "LLM time to first token, percentile over the analysis window (as histogram_quantile; absent where the "
+           "server gives sum and count only).",
+           "Figures.ttft_p50, ttft_p90, ttft_p99", _percentiles("ttft"), ("percentile",), MINUTE),
+    Family("time_to_first_token_mean_seconds", "gauge", "series", "seconds",
+           "LLM mean time to first token over the analysis window.",
+           "Figures.ttft_mean", _figure("ttft_mean"), datadog=MINUTE),
+    Family("time_per_output_token_seconds", "gauge", "series", "seconds",
+           "LLM time per output token (inter-token latency), percentile over the analysis window.",
+           "Figures.tpot_p50, tpot_p90, tpot_p99", _percentiles("tpot"), ("percentile",), MINUTE),
+    Family("time_per_output_token_mean_seconds", "gauge", "series", "seconds",
+           "LLM mean time per output token over the analysis window.",
+           "Figures.tpot_mean", _figure("tpot_mean"), datadog=MINUTE),
+    Family("prompt_tokens_per_second", "gauge", "series", "tokens_per_second",
+           "LLM prompt (prefill) tokens processed per second over the window.",
+           "Figures.prompt_tokens_per_second", _figure("prompt_tokens_per_second"), datadog=MINUTE),
+    Family("generation_tokens_per_second", "gauge", "series", "tokens_per_second",
+           "LLM tokens generated per second over the window.",
+           "Figures.generation_tokens_per_second", _figure("generation_tokens_per_second"), datadog=MINUTE),
+    Family("kv_cache_utilization_ratio", "gauge", "series", "ratio",
+           "LLM KV-cache use of the fullest replica, 0-1, averaged over the window.",
+           "Figures.kv_cache_ratio", _figure("kv_cache_ratio"), datadog=MINUTE),
+    Family("preemptions_per_second", "gauge", "series", "per_second",
+           "LLM sequences preempted (evicted from the KV cache, recomputed or swapped) per second over the window.",
+           "Figures.preemptions_per_second", _figure("preemptions_per_second"), datadog=MINUTE),
+    Family("replica_up", "gauge", "endpoint", "",
+           "Self-hosted: 1 when the replica (label replica: its metrics URL without credentials) answered the last "
+           "fetch, else 0.", "EndpointReport.replicas", _replica_up, ("replica",), POLL),
+    Family("replicas_answering_ratio", "gauge", "endpoint", "ratio",
+           "Self-hosted: share of the endpoint's replicas that answered the last fetch, 0-1.",
+           "EndpointReport.replicas", _replicas_answering, datadog=POLL),
     Family("configured_concurrency", "gauge", "endpoint", "requests",
            "Configured min/max provisioned concurrency of a served entity, where its configuration sets them.",
            "ServedEntity.min/max_provisioned_concurrency", _configured, ("served_entity", "bound"), POLL),
@@ -236,13 +296,17 @@ FAMILIES: tuple[Family, ...] = (
            "EndpointReport.hints", lambda r: (((h.id, h.severity), 1.0) for h in r.hints), ("rule", "severity"), POLL),
     Family("recommended_concurrency", "gauge", "endpoint", "requests",
            "Provisioned concurrency the window supports: min for the quietest minute, max for the busiest, with headroom.",
-           "EndpointReport.recommendation", _recommended, ("bound",), MINUTE),
+           "EndpointReport.recommendation", _recommended("concurrency"), ("bound",), MINUTE),
+    Family("recommended_replicas", "gauge", "endpoint", "replicas",
+           "Self-hosted: replicas the window supports at the per-replica concurrency, min for the quietest minute, "
+           "max for the busiest, with headroom.",
+           "EndpointReport.recommendation (unit replicas)", _recommended("replicas"), ("bound",), MINUTE),
     Family("endpoint_ready", "gauge", "endpoint", "",
            "1 when the endpoint is ready and its served entities are deployed.",
            "EndpointInfo.serving", lambda r: (((), float(r.info.serving)),), datadog=POLL),
     # Only labels that change with the configuration; state lives in model_serving_endpoint_ready.
     Family("endpoint", "info", "endpoint", "", "Endpoint configuration.", "EndpointInfo", _endpoint_info, (), POLL,
-           ("platform", "endpoint_id", "workload_type", "route_optimized", "scale_to_zero", "task", "kind")),
+           ("platform", "server", "endpoint_id", "workload_type", "route_optimized", "scale_to_zero", "task", "kind")),
     Family("served_entity", "info", "endpoint", "", "Served entity configuration.", "ServedEntity", _entity_info,
            ("served_entity",), POLL, ("platform", "entity_name", "entity_version", "workload_type", "workload_size",
                                       "deployment_state", "kind")),

@@ -301,11 +301,12 @@ class Hint:
 
 @dataclass(frozen=True)
 class Recommendation:
-    """Provisioned-concurrency settings the window's data supports."""
+    """Provisioned-concurrency settings the window's data supports (self-hosted endpoints: replicas)."""
 
-    min_concurrency: int
+    min_concurrency: int  # in `unit`
     max_concurrency: int
     basis: str
+    unit: Literal["concurrency", "replicas"] = "concurrency"
 
 
 @dataclass(frozen=True)

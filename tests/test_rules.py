@@ -87,14 +87,24 @@ CASES = [
      {"entity": {"max_provisioned_concurrency": 800}}, {}),
     ("qps_limit_near", {}, {"qps_max": 45_000.0}, ["the busiest minute reached 45,000 QPS, 90.0% of the ~50,000 QPS"],
      {}, {"qps_max": 39_000.0}),
+    ("kv_cache_full", {}, {"kv_cache_ratio": 0.95, "preemptions_per_second": 0.5},
+     ["KV cache 95.0% full (window mean of the fullest replica) over its target 90.0%", "0.5 preemptions/s",
+      "raise --gpu-memory-utilization", "lower --max-num-seqs or --max-model-len", "or add replicas"],
+     {}, {"kv_cache_ratio": 0.9}),
+    ("ttft_high", {}, {"ttft_p99": 3.0, "ttft_mean": 1.2, "queue_wait_mean": 0.9},
+     ["TTFT P99 3 s exceeds its target 2 s; queueing leads: requests wait 0.9 s of the 1.2 s mean TTFT"],
+     {}, {"ttft_p99": 2.0, "ttft_mean": 1.2, "queue_wait_mean": 0.9}),
+    ("tpot_high", {}, {"tpot_p99": 0.35}, ["TPOT P99 0.35 s exceeds its target 0.2 s: decoding is slow", "lower --max-num-seqs"],
+     {}, {"tpot_p99": 0.2}),
     ("client_batching_suggested", {}, {"qps": 300.0, "latency_mean": 0.005},
      ["300 QPS of light requests (mean service 0.005 s)", "batch them client-side"], {}, {"qps": 300.0, "latency_mean": 0.02}),
 ]
 
 
 def test_every_rule_has_a_case():
-    # workspace_limit_near looks at the workspace's endpoints together: tests/test_workspace.py.
-    assert {c[0] for c in CASES} == RULE_IDS - {"workspace_limit_near"}
+    # workspace_limit_near looks at the workspace's endpoints together: tests/test_workspace.py; replicas_down at
+    # the replicas: tests/test_self_hosted_rules.py.
+    assert {c[0] for c in CASES} == RULE_IDS - {"workspace_limit_near", "replicas_down"}
 
 
 @pytest.mark.parametrize("rule,ep,figs,fragments,near_ep,near_figs", CASES, ids=[c[0] for c in CASES])

@@ -196,3 +196,35 @@ def test_before_the_first_poll_the_page_says_so(serve):
     text = requests.get(serve(Snapshot()) + "/", timeout=5).text
     assert "No endpoints yet: waiting for the first poll" in text
     assert 'id="last-poll">never</dd>' in text and 'id="ready">no: waiting' in text
+
+
+def test_self_hosted_page_shows_llm_figures_replicas_and_replicas_recommended(serve):
+    from exporter.model import Replica
+
+    llm = dict(requests_running=48.0, queue_depth=3.0, queue_depth_method="server", ttft_p50=0.25, ttft_p90=0.8,
+               ttft_p99=2.4, ttft_mean=0.31, tpot_mean=0.03, generation_tokens_per_second=1500.0, kv_cache_ratio=0.93)
+    minutes = (minute(0, **llm), minute(1, **{**llm, "kv_cache_ratio": 0.97}))
+    base = report("chat", figures=healthy_figures(**llm), minutes=minutes,
+                  recommendation=Recommendation(2, 3, "256 concurrent requests per replica", unit="replicas"))
+    ep = replace(base, info=replace(base.info, platform="self-hosted", server="vllm"),
+                 replicas=(Replica("http://10.0.0.5:8000/metrics", True),
+                           Replica("http://10.0.0.7:8000/metrics", False, "timeout: no answer within 10s")))
+    page = requests.get(serve(replace(FLEET, endpoints=(ep,))) + "/endpoints/chat", timeout=5).text
+    assert 'id="server">vllm<' in page
+    assert "Recommended replicas: <strong>min 2, max 3</strong>" in page
+    titles = re.findall(r'<svg[^>]*aria-label="([^"]+)"', page)
+    assert titles[-4:] == ["Time to first token", "Time per output token", "Running and waiting requests", "KV cache"]
+    tpot = re.findall(r"<svg.*?</svg>", page, re.S)[-3]
+    assert "<title>mean</title>" in tpot and "<title>P99</title>" not in tpot  # only the mean was reported
+    table = page.split('id="llm"')[1].split("</table>")[0]
+    assert re.search(r"TTFT P50 / P90 / P99</th><td[^>]*>250 ms / 800 ms / 2.40 s<", table)
+    assert re.search(r"KV cache \(fullest replica\)</th><td[^>]*>93.0 %<", table)
+    assert "TPOT P50" not in table and "TPOT mean" in table  # only what the server reported
+    replicas = page.split('id="replicas"')[1].split("</table>")[0]
+    assert re.search(r'<tr class="breached"><td>http://10.0.0.7:8000/metrics</td><td>down</td><td>timeout: no answer', replicas)
+
+
+def test_a_databricks_page_has_no_llm_or_replica_sections(serve):
+    page = requests.get(serve(FLEET) + "/endpoints/alpha-ok", timeout=5).text
+    assert 'id="llm"' not in page and 'id="replicas"' not in page and "Time to first token" not in page
+    assert "Recommended provisioned concurrency" in page or "No recommendation" in page

@@ -7,9 +7,16 @@ output is immutable. Definitions (also in docs/metrics.md):
 - error ratio = (4xx + 5xx) / requests; 0 when there were no requests.
 - latency percentiles: PromQL `histogram_quantile` over the window's merged histogram.
 - required concurrency = QPS × mean latency (Little's law: requests in flight).
-- queue depth, measured: arrival rate × mean queue wait (Little's law), where the platform reports queue time;
-  estimated (no queue-time metric): per minute max(0, QPS × mean latency − provisioned
-  concurrency), averaged over the window.
+- queue depth, in order of precedence: the server's own waiting-requests gauge averaged over the window
+  (method "server": a count, not an inference); else arrival rate × mean queue wait (Little's law), where the
+  platform reports queue time ("queue_time"); else estimated per minute as max(0, QPS × mean latency −
+  provisioned concurrency), averaged over the window ("estimated").
+- TTFT and TPOT percentiles and means: as latency, from the window's merged histograms. A histogram with only the
+  +Inf bound (a server publishing sum and count only) gives a mean and no percentiles; a rank above the highest
+  finite bound reports that bound, as histogram_quantile does.
+- tokens and preemptions per second: the window's counts / the seconds of the minutes that report them.
+- requests running and KV-cache use: means over the window (like the CPU/GPU utilisation figures; the bursts a
+  mean smooths show as preemptions, which vLLM does when its cache is full).
 """
 
 from __future__ import annotations
@@ -37,10 +44,9 @@ def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: f
     errors_5xx = _total(counted, "errors_5xx")
     ratio = (lambda n: (n or 0.0) / requests if requests > 0 else 0.0) if counted else (lambda n: None)
 
-    latency = _merge([m.latency for m in rows])
-    mean_latency = latency.mean if latency else None
-    p50, p90, p99 = (map(_finite, histogram_quantiles((0.5, 0.9, 0.99), zip(latency.bounds, latency.counts)))
-                     if latency else (None, None, None))
+    p50, p90, p99, mean_latency = _distribution(rows, "latency")
+    ttft = _distribution(rows, "ttft")
+    tpot = _distribution(rows, "tpot")
 
     provisioned = _latest(rows, "provisioned_concurrency")
     if provisioned is None:
@@ -50,10 +56,16 @@ def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: f
     queue_depth, method, queue_wait = None, None, None
     queued = [m.queue_time for m in rows if m.queue_time is not None]
     if queued:
-        # Little's law over the minutes that report queue time: arrivals/s x mean wait = total wait / span.
         waited, count = sum(h.sum for h in queued), sum(h.count for h in queued)
-        queue_depth, method = waited / (60.0 * len(queued)), "queue_time"
         queue_wait = waited / count if count else None
+    waiting = _mean(rows, "queue_depth")
+    if waiting is not None:
+        # The server counts its waiting requests itself; Little's law over queue time sees only the requests
+        # that left the queue, so it lags a queue that grows.
+        queue_depth, method = waiting, "server"
+    elif queued:
+        # Little's law over the minutes that report queue time: arrivals/s x mean wait = total wait / span.
+        queue_depth, method = waited / (60.0 * len(queued)), "queue_time"
     else:
         # Per minute, so that a scale-up late in the window does not hide the queue before it.
         excess = [max(0.0, m.requests / 60.0 * m.latency.mean - cap) for m in rows
@@ -84,6 +96,13 @@ def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: f
         gpu_memory_ratio=_mean(rows, "gpu_memory_ratio"),
         provisioned_concurrency=provisioned,
         required_concurrency=required,
+        requests_running=_mean(rows, "requests_running"),
+        ttft_p50=ttft[0], ttft_p90=ttft[1], ttft_p99=ttft[2], ttft_mean=ttft[3],
+        tpot_p50=tpot[0], tpot_p90=tpot[1], tpot_p99=tpot[2], tpot_mean=tpot[3],
+        prompt_tokens_per_second=_per_second(rows, "prompt_tokens"),
+        generation_tokens_per_second=_per_second(rows, "generation_tokens"),
+        kv_cache_ratio=_mean(rows, "kv_cache_ratio"),
+        preemptions_per_second=_per_second(rows, "preemptions"),
     )
 
 
@@ -98,6 +117,9 @@ def checks(figures: Figures, targets: dict[str, float | None]) -> tuple[Check, .
         "cpu_utilization": figures.cpu_ratio,
         "memory_utilization": figures.memory_ratio,
         "gpu_utilization": figures.gpu_ratio,
+        "ttft_p99": figures.ttft_p99,
+        "tpot_p99": figures.tpot_p99,
+        "kv_cache_utilization": figures.kv_cache_ratio,
     }
     return tuple(Check(name, values[name], targets.get(name)) for name in CHECKS)
 
@@ -110,6 +132,22 @@ def _total(rows: Sequence[MinuteFigures], field: str) -> float | None:
 def _mean(rows: Sequence[MinuteFigures], field: str) -> float | None:
     values = [getattr(m, field) for m in rows if getattr(m, field) is not None]
     return sum(values) / len(values) if values else None
+
+
+def _per_second(rows: Sequence[MinuteFigures], field: str) -> float | None:
+    """The window's count / the seconds of the minutes that report it."""
+    values = [getattr(m, field) for m in rows if getattr(m, field) is not None]
+    return sum(values) / (60.0 * len(values)) if values else None
+
+
+def _distribution(rows: Sequence[MinuteFigures], field: str) -> tuple[float | None, float | None, float | None, float | None]:
+    """P50, P90, P99 and mean of the window's merged histograms of `field`. With the +Inf bound only (sum and
+    count, no buckets) histogram_quantile has nothing to interpolate in: the percentiles are None, never guessed."""
+    merged = _merge([getattr(m, field) for m in rows])
+    if merged is None:
+        return None, None, None, None
+    p50, p90, p99 = map(_finite, histogram_quantiles((0.5, 0.9, 0.99), zip(merged.bounds, merged.counts)))
+    return p50, p90, p99, merged.mean
 
 
 def _latest(rows: Sequence[MinuteFigures], field: str) -> float | None:

@@ -377,8 +377,8 @@ class Poller:
         entities = tuple(series(e, w) for e, w in sorted(state.windows.items(), key=lambda kv: kv[0] or "") if e is not None)
         hints = evaluate(self.settings.remediation, info, endpoint.figures, endpoint.checks, targets, state.hints,
                          metrics_fresh=state.status.up, config_fresh=state.config_fresh and info.detailed,
-                         now_s=self.clock())
-        advice = recommend(self.settings.remediation, info, endpoint.figures, endpoint.checks, targets)
+                         now_s=self.clock(), replicas=state.replicas)
+        advice = recommend(self.settings.remediation, info, endpoint.figures, endpoint.checks, targets, state.replicas)
         return EndpointReport(self._capped(info), endpoint, entities, state.status, hints, advice, state.replicas)
 
     def _capped(self, info: EndpointInfo) -> EndpointInfo:

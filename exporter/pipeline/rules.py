@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from pydantic import Field, field_validator
 
-from ..model import Check, EndpointInfo, Figures, Hint, Recommendation, Severity, WorkspaceUsage
+from ..model import Check, EndpointInfo, Figures, Hint, Recommendation, Replica, Severity, WorkspaceUsage
 from ..strict import Strict, patch_of
 from .selection import Selector
 
@@ -113,6 +113,7 @@ class Context:
     targets: dict[str, float | None]
     t: Thresholds
     workspace: WorkspaceUsage | None = None  # the workspace step's totals (pipeline/workspace.py); None elsewhere
+    replicas: tuple[Replica, ...] = ()  # self-hosted: the scrape targets of the last fetch
 
     # The properties are cached (on the instance's __dict__, which a frozen dataclass allows): one Context serves
     # every rule of one endpoint and poll, and several rules ask the same.
@@ -137,6 +138,38 @@ class Context:
         """A concurrency setting for this need: headroom added, rounded up, within the platform limit."""
         limit = self.t.concurrency_limit * max(1, len(self.info.served_entities))
         return int(min(limit, max(1, math.ceil(concurrency * (1 + self.t.headroom_ratio) - 1e-9))))
+
+    @property
+    def self_hosted(self) -> bool:
+        """A self-hosted model server: scaled in replicas, none of a managed platform's settings apply."""
+        return self.info.platform == SELF_HOSTED
+
+    @functools.cached_property
+    def replicas_up(self) -> int:
+        return sum(r.up for r in self.replicas)
+
+    @functools.cached_property
+    def per_replica(self) -> float | None:
+        """Concurrency one replica serves: the endpoint's configured capacity (replicas answering x per-replica
+        concurrency, ServedEntity.sized_capacity) over the replicas answering."""
+        cap = self.info.capacity
+        return cap / self.replicas_up if cap and self.replicas_up else None
+
+    def replicas_for(self, concurrency: float) -> int | None:
+        """Replicas this need takes, headroom added; None when the per-replica concurrency is unknown."""
+        if self.per_replica is None:
+            return None
+        return max(1, math.ceil(concurrency * (1 + self.t.headroom_ratio) / self.per_replica - 1e-9))
+
+    def add_capacity(self, need: float) -> str:
+        """What to do for a concurrency need above the capacity, in the platform's terms."""
+        if not self.self_hosted:
+            return f"raise max_provisioned_concurrency to at least {self.suggest(need)}"
+        wanted = self.replicas_for(need)
+        if wanted is None:
+            return "add replicas (set per_replica_concurrency for a number)"
+        return (f"run {wanted} replicas (add {max(0, wanted - self.replicas_up)}: {need:.1f} concurrent requests / "
+                f"{self.per_replica:g} per replica, +{100 * self.t.headroom_ratio:g}% headroom)")
 
     def breached(self, *names: str) -> list[Check]:
         return [self.checks[n] for n in names if n in self.checks and self.checks[n].breached]
@@ -173,6 +206,10 @@ class Rule:
     detail: Callable[[Context], str | None]  # the detail text when the condition holds, else None
     thresholds: tuple[str, ...] = ()  # docs: which thresholds/targets it uses
     sustained: bool = False  # fires after sustained_polls instead of fire_after_polls
+    managed_only: bool = False  # advice on a managed platform's settings: never for self-hosted endpoints
+
+    def applies(self, info: EndpointInfo) -> bool:
+        return not (self.managed_only and info.platform == SELF_HOSTED)
 
     @functools.cached_property
     def uses_metrics(self) -> bool:
@@ -185,6 +222,9 @@ class Rule:
     @functools.cached_property
     def needed_figures(self) -> tuple[str, ...]:
         return tuple(n for n in self.needs if n != "config")
+
+
+SELF_HOSTED = "self-hosted"  # EndpointInfo.platform of self-hosted model servers
 
 
 # -- conditions ------------------------------------------------------------------------------
@@ -232,20 +272,28 @@ def _throttled(c: Context) -> str | None:
     if (f.error_ratio_4xx or 0) < c.t.throttled_4xx_ratio or not c.saturated:
         return None
     need, base = c.need(f.qps), c.need(f.qps_min)
-    minimum = c.suggest(base if base is not None else need or 0)
-    return (f"{_pct(f.error_ratio_4xx or 0)} of requests answered 4xx (429 included) while the endpoint is saturated "
+    head = (f"{_pct(f.error_ratio_4xx or 0)} of requests answered 4xx (429 included) while the endpoint is saturated "
             f"(load needs {need or 0:.1f} concurrent requests, capacity {c.capacity or 0:g}): make clients retry with "
-            f"exponential backoff and raise min_provisioned_concurrency to at least {minimum}")
+            "exponential backoff and ")
+    if c.self_hosted:
+        return head + c.add_capacity(need or 0)
+    return head + f"raise min_provisioned_concurrency to at least {c.suggest(base if base is not None else need or 0)}"
+
+
+_QUEUE_HOW = {"server": "the server's own count of waiting requests", "queue_time": "measured from queue time",
+              "estimated": "estimated from load against capacity"}
 
 
 def _queueing(c: Context) -> str | None:
     if not c.breached("queue_depth"):
         return None
     f = c.figures
-    how = "measured from queue time" if f.queue_depth_method == "queue_time" else "estimated from load against capacity"
-    need = c.need(f.qps_max if f.qps_max is not None else f.qps)
+    how = _QUEUE_HOW[f.queue_depth_method or "estimated"]
     text = f"queue depth {f.queue_depth:.1f} ({how}) over its target {c.targets['queue_depth']:g}"
     cap = c.capacity
+    if c.self_hosted:
+        return text + _queueing_self_hosted(c)
+    need = c.need(f.qps_max if f.qps_max is not None else f.qps)
     if need is not None and cap and c.suggest(need) > cap:
         text += (f": the busiest minute needs {need:.1f} concurrent requests against at most {cap:g} — raise "
                  f"max_provisioned_concurrency to at least {c.suggest(need)}")
@@ -257,13 +305,35 @@ def _queueing(c: Context) -> str | None:
     return text
 
 
+def _queueing_self_hosted(c: Context) -> str:
+    """A model server queues when its running requests reach its concurrency (add replicas), or before that when
+    something else holds requests back (an LLM server: a full KV cache admits no more sequences)."""
+    f, cap = c.figures, c.capacity
+    running = f.requests_running
+    if running is not None and f.queue_depth_method == "server":
+        need = running + (f.queue_depth or 0)  # in flight, counted by the server itself
+        basis = f"{running:.1f} running + {f.queue_depth:.1f} waiting"
+    else:
+        need, basis = c.need(f.qps_max if f.qps_max is not None else f.qps), "the busiest minute's load"
+    if running is not None and cap and running < c.t.saturation_ratio * cap:
+        if c.breached("kv_cache_utilization"):
+            return (f" with only {running:.1f} of {cap:g} running: the KV cache ({_pct(f.kv_cache_ratio or 0)}) is full, "
+                    "so the server admits no more sequences — see the kv_cache_full hint")
+        return (f" with only {running:.1f} of {cap:g} running: the server holds requests back below the configured "
+                "concurrency — check its batch limits (e.g. --max-num-seqs) and per_replica_concurrency")
+    if need is None:
+        return ": add replicas"
+    return f": {basis} need {need:.1f} concurrent requests against {cap or 0:g} — {c.add_capacity(need)}"
+
+
 def _concurrency_undersized(c: Context) -> str | None:
     f, cap = c.figures, c.capacity
     need = c.need(f.qps)
     if need is None or not cap or need <= cap:
         return None
-    return (f"required concurrency {need:.1f} ({f.qps:.3g} QPS × {_s(c.service_time or 0)}) exceeds max provisioned "
-            f"concurrency {cap:g}: raise max_provisioned_concurrency to at least {c.suggest(need)} (confirm with a load test)")
+    what = "the replicas' concurrency" if c.self_hosted else "max provisioned concurrency"
+    return (f"required concurrency {need:.1f} ({f.qps:.3g} QPS × {_s(c.service_time or 0)}) exceeds {what} "
+            f"{cap:g}: {c.add_capacity(need)} (confirm with a load test)")
 
 
 def _concurrency_oversized(c: Context) -> str | None:
@@ -272,6 +342,12 @@ def _concurrency_oversized(c: Context) -> str | None:
     have = f.provisioned_concurrency
     if peak is None or not have or have <= c.t.oversize_factor * max(peak, 1.0):
         return None
+    if c.self_hosted:
+        wanted = c.replicas_for(peak)
+        if wanted is None or wanted >= c.replicas_up:
+            return None
+        return (f"{c.replicas_up} replicas serve {have:g} concurrent requests but the busiest minute needs {peak:.1f} "
+                f"({f.qps_max:.3g} QPS × {_s(c.service_time or 0)}): {wanted} replicas would do, to cut cost")
     return (f"{have:g} provisioned but the busiest minute needs {peak:.1f} ({f.qps_max:.3g} QPS × {_s(c.service_time or 0)}): "
             f"lower min_provisioned_concurrency to {c.suggest(c.need(f.qps_min) or 0)} and max_provisioned_concurrency to "
             f"{c.suggest(peak)} to cut cost")
@@ -411,6 +487,68 @@ def _client_batching(c: Context) -> str | None:
             "call, batch them client-side to cut per-prediction overhead, and reuse connections (connection pooling)")
 
 
+def _kv_cache_full(c: Context) -> str | None:
+    if not c.breached("kv_cache_utilization"):
+        return None
+    f = c.figures
+    text = f"KV cache {_pct(f.kv_cache_ratio or 0)} full (window mean of the fullest replica) over its target {_pct(c.targets['kv_cache_utilization'] or 0)}"
+    if f.preemptions_per_second:
+        text += f", {f.preemptions_per_second:.2g} preemptions/s (sequences evicted and recomputed)"
+    if c.info.server in (None, "vllm", "ray-serve"):
+        text += (": raise --gpu-memory-utilization if the GPU has memory to spare, lower --max-num-seqs or "
+                 "--max-model-len so fewer or shorter sequences share the cache")
+    else:
+        text += ": give the KV cache more GPU memory, or admit fewer concurrent sequences or shorter contexts"
+    target = c.targets["kv_cache_utilization"]
+    if c.replicas_up and target:
+        wanted = math.ceil(c.replicas_up * (f.kv_cache_ratio or 0) / target - 1e-9)  # the cache use spreads over more
+        if wanted > c.replicas_up:
+            return text + f", or run {wanted} replicas (add {wanted - c.replicas_up}) to bring it under target"
+    return text + ", or add replicas"
+
+
+def _ttft_high(c: Context) -> str | None:
+    if not c.breached("ttft_p99"):
+        return None
+    f = c.figures
+    head = f"TTFT P99 {_s(f.ttft_p99)} exceeds its target {_s(c.targets['ttft_p99'])}"  # type: ignore[arg-type]
+    wait, first = f.queue_wait_mean, f.ttft_mean
+    if wait is not None and first:
+        if wait >= 0.5 * first:
+            return (f"{head}; queueing leads: requests wait {_s(wait)} of the {_s(first)} mean TTFT before prefill "
+                    "starts — add replicas (see the queueing hint)")
+        return (f"{head}; prefill leads: {_s(max(0.0, first - wait))} of the {_s(first)} mean TTFT is after the queue "
+                f"({_s(wait)}) — long prompts: enable prefix caching and chunked prefill, shorten prompts or cap "
+                "--max-model-len, or use tensor parallelism or a faster GPU")
+    if c.breached("queue_depth"):
+        return f"{head} while {f.queue_depth:.1f} requests wait: queueing likely leads — add replicas (see the queueing hint)"
+    return (f"{head}; the server reports no queue time to tell queueing from prefill (TGI: derive it from queue + "
+            "prefill) — check the queue depth and prompt lengths")
+
+
+def _tpot_high(c: Context) -> str | None:
+    if not c.breached("tpot_p99"):
+        return None
+    f = c.figures
+    text = f"TPOT P99 {_s(f.tpot_p99)} exceeds its target {_s(c.targets['tpot_p99'])}: decoding is slow"  # type: ignore[arg-type]
+    if f.requests_running is not None and c.replicas_up:
+        text += f" with {f.requests_running / c.replicas_up:.1f} sequences per replica in the batch"
+    if f.preemptions_per_second:
+        text += f" and {f.preemptions_per_second:.2g} preemptions/s"
+    return (text + " — lower --max-num-seqs (smaller batches decode faster per token) and add replicas for the "
+            "throughput, or use a quantized model, speculative decoding or a faster GPU")
+
+
+def _replicas_down(c: Context) -> str | None:
+    down = [r for r in c.replicas if not r.up]
+    if not down:
+        return None
+    total = len(c.replicas)
+    which = "; ".join(f"{r.target}: {r.error or 'down'}" for r in down[:3]) + (f" and {len(down) - 3} more" if len(down) > 3 else "")
+    return (f"{total - len(down)} of {total} replicas answer ({_pct((total - len(down)) / total)}): {which} — check those "
+            "pods (restarts, OOM kills, readiness) and the service discovery; the rest carry their load meanwhile")
+
+
 def _names(names: list[str], most: int = 3) -> str:
     return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
@@ -477,13 +615,36 @@ RULES: tuple[Rule, ...] = (
          "With min = max, capacity cannot follow demand: peaks queue and quiet periods waste capacity.",
          "Enable autoscaling: min for the baseline, max for peaks (numbers in the detail).",
          "Provisioned concurrency: enable autoscaling so capacity follows demand",
-         ("config", "qps_min", "qps_max"), _autoscaling_disabled, ("variable_load_ratio", "headroom_ratio")),
+         ("config", "qps_min", "qps_max"), _autoscaling_disabled, ("variable_load_ratio", "headroom_ratio"), managed_only=True),
     Rule("route_optimization_recommended", "warning", "Route optimization recommended",
          "a custom-model endpoint without route optimization serves > route_optimization_qps QPS or has a P50 target <= strict_latency_seconds",
          "A standard endpoint serves about 200 QPS per workspace; route optimization lifts that to 50,000+ and cuts overhead.",
          "Enable route optimization; clients must then use OAuth tokens (service principal), not personal access tokens.",
          "Route optimization: workloads over 200 QPS, strict latency; custom models only; OAuth only",
-         ("config", "qps"), _route_optimization, ("route_optimization_qps", "strict_latency_seconds")),
+         ("config", "qps"), _route_optimization, ("route_optimization_qps", "strict_latency_seconds"), managed_only=True),
+    Rule("replicas_down", "warning", "Some replicas of a self-hosted endpoint do not answer",
+         "a self-hosted endpoint's scrape targets do not all answer (share of replicas answering < 1)",
+         "A replica that does not answer serves nothing, or serves unwatched: the others carry its load, so they queue sooner.",
+         "Check the named pods (restarts, OOM kills, readiness) and the service discovery (DNS, file_sd).",
+         "Troubleshooting: capacity lost to failed replicas", (), _replicas_down),
+    Rule("kv_cache_full", "warning", "LLM server KV cache near full",
+         "the KV-cache check is breached (window mean of the fullest replica's KV-cache use over its target)",
+         "With its KV cache full an LLM server admits no more sequences (they queue) and preempts running ones "
+         "(recomputed or swapped), so TTFT and TPOT rise.",
+         "vLLM: raise --gpu-memory-utilization if memory allows, lower --max-num-seqs or --max-model-len; or add "
+         "replicas (the detail gives the number).",
+         "Capacity: LLM server memory (KV cache) limits concurrency", ("kv_cache_ratio",), _kv_cache_full,
+         ("target kv_cache_utilization_ratio",)),
+    Rule("ttft_high", "warning", "Time to first token above target",
+         "the TTFT P99 check is breached; the detail says whether queue time or prefill leads",
+         "Time to first token is the wait a chat user sees; queueing and slow prefill need opposite fixes.",
+         "Queue-led: add replicas. Prefill-led: prefix caching, chunked prefill, shorter prompts, a faster GPU.",
+         "Latency: check for queueing; optimise the model", ("ttft_p99",), _ttft_high, ("target ttft_p99_seconds",)),
+    Rule("tpot_high", "warning", "Time per output token above target",
+         "the TPOT P99 check is breached",
+         "Time per output token sets the streaming speed; large decode batches and preemptions slow every stream.",
+         "Lower --max-num-seqs and add replicas for the throughput; a quantized model or speculative decoding.",
+         "Latency: optimise the model; Model levers", ("tpot_p99",), _tpot_high, ("target tpot_p99_seconds",)),
     Rule("cpu_high", "warning", "CPU above target",
          "the CPU-utilisation check is breached",
          "Above 80% CPU there is no room for bursts; latency grows as the instance saturates.",
@@ -507,13 +668,13 @@ RULES: tuple[Rule, ...] = (
          "GPU instances cost far more than CPU ones; an idle GPU is money spent for nothing.",
          "Serve on CPU if latency allows, choose a smaller GPU, or scale to zero outside production.",
          "Instance type: start on CPU; GPUs cost more", ("config", "gpu_ratio"), _gpu_underused, ("gpu_idle_ratio",),
-         sustained=True),
+         sustained=True, managed_only=True),
     Rule("scale_to_zero_in_production", "warning", "Scale-to-zero on a production or latency-bound endpoint",
          "scale-to-zero is enabled on an endpoint tagged as production (production_tags) or with a latency target",
          "After scaling to zero, the next request waits for a cold start: latency spikes a production user notices.",
          "Disable scale-to-zero and keep a minimum provisioned concurrency for baseline traffic.",
          "Production readiness; Provisioned concurrency: minimum for baseline traffic", ("config",), _scale_to_zero,
-         ("production_tags",)),
+         ("production_tags",), managed_only=True),
     Rule("external_dependency_suspected", "warning", "Slow with idle CPU and no queue: external calls suspected",
          "a latency check is breached while CPU (and GPU, if any) < low_cpu_ratio and queue depth is within target",
          "Slow requests on an idle, unqueued endpoint spend their time waiting, typically on external calls.",
@@ -524,13 +685,13 @@ RULES: tuple[Rule, ...] = (
          "Provisioned concurrency cannot exceed 1,024 per served entity; beyond it the endpoint cannot scale further.",
          "Split traffic over more served entities or endpoints, or cut latency.",
          "Route optimization limits: provisioned concurrency 1,024 per served entity",
-         ("config",), _concurrency_limit_near, ("concurrency_limit", "concurrency_limit_ratio")),
+         ("config",), _concurrency_limit_near, ("concurrency_limit", "concurrency_limit_ratio"), managed_only=True),
     Rule("qps_limit_near", "warning", "Near the QPS ceiling of a route-optimized endpoint",
          "the busiest minute's QPS reaches concurrency_limit_ratio x route_optimized_qps_limit",
          "Above about 50,000 QPS even a route-optimized endpoint needs attention; the guide names it a trigger.",
          "Split traffic over several endpoints (or workspaces) and shed load on the client (batching).",
          "When an endpoint needs attention: more than 50,000 QPS to one endpoint", ("qps_max",), _qps_limit_near,
-         ("route_optimized_qps_limit", "concurrency_limit_ratio")),
+         ("route_optimized_qps_limit", "concurrency_limit_ratio"), managed_only=True),
     Rule("workspace_limit_near", "warning", "Workspace limit of standard endpoints near: move this endpoint first",
          "the standard (not route-optimized) endpoints together reach usage_ratio_threshold of the workspace's QPS or "
          "concurrent-request limit (workspace_limits); names custom-model endpoints, largest QPS first, until the rest "
@@ -542,7 +703,7 @@ RULES: tuple[Rule, ...] = (
          "Route optimization limits: about 200 QPS and 192-1,024 concurrent requests per workspace for standard endpoints",
          ("config", "qps"), _workspace_limit_near,
          ("workspace_limits.requests_per_second", "workspace_limits.concurrent_requests",
-          "workspace_limits.usage_ratio_threshold")),
+          "workspace_limits.usage_ratio_threshold"), managed_only=True),
     Rule("client_batching_suggested", "info", "Many light requests: batch on the client",
          "QPS >= batching_qps with mean service time < light_request_seconds",
          "For light requests the fixed per-request overhead dominates; batching several inputs per call removes most of it.",
@@ -574,18 +735,18 @@ class HintMemory:
 
 def evaluate(settings: Remediation, info: EndpointInfo, figures: Figures, checks: tuple[Check, ...],
              targets: dict[str, float | None], memory: HintMemory, *, metrics_fresh: bool,
-             config_fresh: bool, now_s: float) -> tuple[Hint, ...]:
+             config_fresh: bool, now_s: float, replicas: tuple[Replica, ...] = ()) -> tuple[Hint, ...]:
     """Advance every rule's hysteresis by one poll and return the active hints."""
     new_minute = metrics_fresh and figures.latest_minute_ms is not None and figures.latest_minute_ms != memory.last_minute_ms
     if new_minute:
         memory.last_minute_ms = figures.latest_minute_ms
     thresholds, disabled = settings.for_endpoint(info)
-    ctx = Context(info, figures, {c.name: c for c in checks}, targets, thresholds)
+    ctx = Context(info, figures, {c.name: c for c in checks}, targets, thresholds, replicas=replicas)
     for rule in RULES:
         state = memory.rules.get(rule.id)
         if state is None:
             state = memory.rules[rule.id] = _RuleState()
-        if rule.id in disabled:
+        if rule.id in disabled or not rule.applies(info):
             memory.rules[rule.id] = _RuleState()
             continue
         fresh = (new_minute or not rule.uses_metrics) and (config_fresh or not rule.needs_config)
@@ -606,13 +767,13 @@ def evaluate(settings: Remediation, info: EndpointInfo, figures: Figures, checks
 
 
 def conditions_now(settings: Remediation, info: EndpointInfo, figures: Figures, checks: tuple[Check, ...],
-                   targets: dict[str, float | None]) -> tuple[tuple[Rule, str], ...]:
+                   targets: dict[str, float | None], replicas: tuple[Replica, ...] = ()) -> tuple[tuple[Rule, str], ...]:
     """Rules whose condition holds on these figures, without hysteresis (for one-shot commands)."""
     thresholds, disabled = settings.for_endpoint(info)
-    ctx = Context(info, figures, {c.name: c for c in checks}, targets, thresholds)
+    ctx = Context(info, figures, {c.name: c for c in checks}, targets, thresholds, replicas=replicas)
     found = []
     for rule in RULES:
-        if rule.id not in disabled and _present(rule, ctx):
+        if rule.id not in disabled and rule.applies(info) and _present(rule, ctx):
             detail = rule.detail(ctx)
             if detail is not None:
                 found.append((rule, detail))
@@ -620,16 +781,23 @@ def conditions_now(settings: Remediation, info: EndpointInfo, figures: Figures, 
 
 
 def recommend(settings: Remediation, info: EndpointInfo, figures: Figures, checks: tuple[Check, ...],
-              targets: dict[str, float | None]) -> Recommendation | None:
-    """Provisioned concurrency the window supports: min for the quietest minute, max for the busiest."""
+              targets: dict[str, float | None], replicas: tuple[Replica, ...] = ()) -> Recommendation | None:
+    """Provisioned concurrency the window supports: min for the quietest minute, max for the busiest. Self-hosted
+    endpoints: replicas, from the per-replica concurrency (None while it is unknown)."""
     thresholds, _ = settings.for_endpoint(info)
-    ctx = Context(info, figures, {c.name: c for c in checks}, targets, thresholds)
+    ctx = Context(info, figures, {c.name: c for c in checks}, targets, thresholds, replicas=replicas)
     base, peak = ctx.need(figures.qps_min), ctx.need(figures.qps_max)
     if base is None or peak is None:
         return None
-    low = ctx.suggest(base)
     basis = (f"QPS {figures.qps_min:.3g}–{figures.qps_max:.3g} per minute over {figures.minutes} min × "
              f"{ctx.service_time:.3g} s mean service time, +{100 * thresholds.headroom_ratio:g}% headroom")
+    if ctx.self_hosted:
+        low, high = ctx.replicas_for(base), ctx.replicas_for(peak)
+        if low is None or high is None:
+            return None
+        return Recommendation(min_concurrency=low, max_concurrency=max(low, high),
+                              basis=f"{basis}, {ctx.per_replica:g} concurrent requests per replica", unit="replicas")
+    low = ctx.suggest(base)
     return Recommendation(min_concurrency=low, max_concurrency=max(low, ctx.suggest(peak)), basis=basis)
 
 
@@ -682,6 +850,7 @@ def markdown() -> str:
             f"- **Serving-guide action:** {r.guide}.",
             f"- **Needs:** {', '.join('the detailed endpoint configuration' if n == 'config' else f'`{n}`' for n in r.needs)}.",
             f"- **Thresholds:** {', '.join(used) if used else 'none'}.",
+            *(["- **Managed platforms only:** never for self-hosted endpoints (scaled in replicas)."] if r.managed_only else []),
             "",
         ]
     lines += ["## Thresholds", "", "Set under `remediation.thresholds` (globally) or `remediation.overrides[].thresholds`.", "",

@@ -12,10 +12,13 @@ from ..strict import Strict
 
 
 class Selector(Strict):
-    """Matches endpoints by name (a regular expression that must match the whole name) and/or tags."""
+    """Matches endpoints by name (a regular expression that must match the whole name), tags, platform and/or
+    model server."""
 
     name: str | None = Field(None, description="regular expression matched against the whole endpoint name")
     tags: dict[str, str] = Field(default_factory=dict, description="tags that must all be present with these values")
+    platform: str | None = Field(None, description="the endpoint's platform: databricks or self-hosted")
+    server: str | None = Field(None, description="self-hosted: the model server kind (vllm, tgi, triton, ...)")
 
     @field_validator("name")
     @classmethod
@@ -29,6 +32,8 @@ class Selector(Strict):
 
     def matches(self, info: EndpointInfo) -> bool:
         if self.name is not None and not re.fullmatch(self.name, info.name):
+            return False
+        if (self.platform is not None and info.platform != self.platform) or (self.server is not None and info.server != self.server):
             return False
         return all(info.tags.get(k) == v for k, v in self.tags.items())
 

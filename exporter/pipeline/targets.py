@@ -21,8 +21,14 @@ TARGET_CHECKS = {
     "cpu_utilization_ratio": "cpu_utilization",
     "memory_utilization_ratio": "memory_utilization",
     "gpu_utilization_ratio": "gpu_utilization",
+    "ttft_p99_seconds": "ttft_p99",
+    "tpot_p99_seconds": "tpot_p99",
+    "kv_cache_utilization_ratio": "kv_cache_utilization",
 }
 CHECKS = tuple(TARGET_CHECKS.values())
+# Checks only some model servers feed (LLM servers): their target is exported only where the endpoint has the
+# figure, so an endpoint that can never have it does not carry target series for it.
+SERVER_CHECKS = frozenset({"ttft_p99", "tpot_p99", "kv_cache_utilization"})
 
 
 class Targets(Strict):
@@ -36,6 +42,12 @@ class Targets(Strict):
     cpu_utilization_ratio: float | None = Field(0.8, ge=0, le=1)
     memory_utilization_ratio: float | None = Field(0.8, ge=0, le=1)
     gpu_utilization_ratio: float | None = Field(None, ge=0, le=1)
+    # LLM servers. MLPerf Inference's server-scenario limits for interactive LLM serving (Llama 2 70B):
+    # TTFT P99 2 s and TPOT P99 200 ms (5 tokens/s per stream, about reading speed).
+    ttft_p99_seconds: float | None = Field(2.0, ge=0, description="time to first token, P99 (LLM servers)")
+    tpot_p99_seconds: float | None = Field(0.2, ge=0, description="time per output token, P99 (LLM servers)")
+    # Above about 90% of its blocks vLLM starts preempting (recomputing or swapping) running sequences.
+    kv_cache_utilization_ratio: float | None = Field(0.9, ge=0, le=1, description="KV-cache use of the fullest replica, window mean (LLM servers)")
 
     def by_check(self) -> dict[str, float | None]:
         return {TARGET_CHECKS[k]: getattr(self, k) for k in TARGET_CHECKS}

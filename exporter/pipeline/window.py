@@ -18,6 +18,10 @@ from ..model import Counters, Figures, Histogram, MinuteFigures
 from .analysis import analyze
 
 MINUTE_MS = 60_000
+HISTOGRAMS = ("latency", "queue_time", "ttft", "tpot")  # the MinuteFigures histograms
+# ... with at most one observation per request, so the request count can tell a cumulative body; TPOT observes
+# every generated token, so it is told by its count's trend alone.
+PER_REQUEST = frozenset({"latency", "queue_time", "ttft"})
 
 
 class HistogramStream:
@@ -72,8 +76,7 @@ class SeriesWindow:
         self.window_minutes = window_minutes
         self.minutes: dict[int, MinuteFigures] = {}
         self.newest_key: int | None = None
-        self._latency = HistogramStream()
-        self._queue = HistogramStream()
+        self._streams = {name: HistogramStream() for name in HISTOGRAMS}
         self.counters = Counters()
         self._version = 0  # bumped when a minute is stored: the window changes only then
         self._analysed: tuple[int, float | None, Figures] | None = None
@@ -86,10 +89,10 @@ class SeriesWindow:
             return False  # seen, or late: the histogram deltas need minutes in order
         figures = raw
         if histograms == "unknown":
-            latency = self._latency.per_minute(raw.latency, raw.requests) if raw.latency else None
-            queue_time = self._queue.per_minute(raw.queue_time, raw.requests) if raw.queue_time else None
-            if latency is not raw.latency or queue_time is not raw.queue_time:  # else per minute already: as it came
-                figures = replace(raw, latency=latency, queue_time=queue_time)
+            told = {name: stream.per_minute(h, raw.requests if name in PER_REQUEST else None)
+                    if (h := getattr(raw, name)) else None for name, stream in self._streams.items()}
+            if any(h is not getattr(raw, name) for name, h in told.items()):  # else per minute already: as it came
+                figures = replace(raw, **told)
         self.minutes[minute_key] = figures
         self.newest_key = minute_key if self.newest_key is None else max(self.newest_key, minute_key)
         for key in [k for k in self.minutes if k <= self.newest_key - self.window_minutes]:

@@ -23,7 +23,7 @@ from pydantic import Field
 
 from ..model import EndpointInfo, Figures, Hint, Snapshot, WorkspaceUsage
 from ..strict import Strict
-from .rules import RULES, Context
+from .rules import RULES, SELF_HOSTED, Context
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -40,9 +40,10 @@ class WorkspaceLimits(Strict):
 
 
 def standard(info: EndpointInfo) -> bool:
-    """Counted against the workspace limits: not known to be route-optimized (before the detailed configuration
-    is read, an endpoint counts as standard, the platform's default)."""
-    return info.route_optimized is not True
+    """Counted against the workspace limits: a managed endpoint not known to be route-optimized (before the
+    detailed configuration is read, an endpoint counts as standard, the platform's default). Self-hosted
+    endpoints are outside the workspace."""
+    return info.route_optimized is not True and info.platform != SELF_HOSTED
 
 
 def usage(endpoints: Iterable[tuple[EndpointInfo, Figures]], limits: WorkspaceLimits) -> WorkspaceUsage:

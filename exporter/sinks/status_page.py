@@ -175,8 +175,39 @@ def charts(report: EndpointReport) -> list[Chart]:
                                                 "provisioned": lambda m: m.provisioned_concurrency}),
         chart("Utilisation", "ratio", minutes, {"cpu": lambda m: m.cpu_ratio, "memory": lambda m: m.memory_ratio,
                                                 "gpu": lambda m: m.gpu_ratio}, targets.get("cpu_utilization")),
+        # LLM servers (absent elsewhere: a chart without any value is left out).
+        chart("Time to first token", "seconds", minutes, {"P50": lambda m: m.ttft_p50, "P99": lambda m: m.ttft_p99,
+                                                          "mean": lambda m: m.ttft_mean}, targets.get("ttft_p99")),
+        chart("Time per output token", "seconds", minutes, {"P50": lambda m: m.tpot_p50, "P99": lambda m: m.tpot_p99,
+                                                            "mean": lambda m: m.tpot_mean}, targets.get("tpot_p99")),
+        chart("Running and waiting requests", "count", minutes, {"running": lambda m: m.requests_running,
+                                                                 "waiting": lambda m: m.queue_depth
+                                                                 if m.queue_depth_method == "server" else None}),
+        chart("KV cache", "ratio", minutes, {"fullest replica": lambda m: m.kv_cache_ratio},
+              targets.get("kv_cache_utilization")),
     ]
     return [c for c in made if c is not None]
+
+
+# The LLM figures table of the endpoint page: (label, Figures attribute, fmt unit); rows without a value are hidden.
+LLM_FIGURES = (
+    ("requests running", "requests_running", "count"),
+    ("TTFT P50 / P90 / P99", ("ttft_p50", "ttft_p90", "ttft_p99"), "seconds"), ("TTFT mean", "ttft_mean", "seconds"),
+    ("TPOT P50 / P90 / P99", ("tpot_p50", "tpot_p90", "tpot_p99"), "seconds"), ("TPOT mean", "tpot_mean", "seconds"),
+    ("prompt tokens / s", "prompt_tokens_per_second", "qps"),
+    ("generated tokens / s", "generation_tokens_per_second", "qps"),
+    ("KV cache (fullest replica)", "kv_cache_ratio", "ratio"), ("preemptions / s", "preemptions_per_second", "qps"),
+)
+
+
+def llm_figures(figures: Figures) -> list[tuple[str, str]]:
+    """(label, formatted value) of the LLM figures the endpoint has."""
+    rows = []
+    for label, attrs, unit in LLM_FIGURES:
+        values = [getattr(figures, a) for a in ((attrs,) if isinstance(attrs, str) else attrs)]
+        if any(v is not None for v in values):
+            rows.append((label, " / ".join(fmt(v, unit) for v in values)))
+    return rows
 
 
 def _hhmm(ms: int | None) -> str:
@@ -214,6 +245,7 @@ class StatusPage:
         if report is None:
             return None
         return self._render("endpoint.html", snap, report=report, charts=charts(report),
+                            llm=llm_figures(report.endpoint.figures),
                             errors=sorted(((call, reason), n) for (ep, call, reason), n in snap.fetch_errors.items()
                                           if ep == name))
 

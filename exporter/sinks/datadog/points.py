@@ -42,7 +42,7 @@ TAG_KEYS = {ENDPOINT_LABEL: "endpoint"}
 # Catalog units -> Datadog units (docs.datadoghq.com/metrics/units). The v2 intake takes no per-unit, so
 # requests_per_second goes without a unit; its per-unit is documented for the metadata API.
 UNITS = {"seconds": "second", "ratio": "fraction", "requests": "request", "errors": "error"}
-PER_UNITS = {"requests_per_second": "second"}
+PER_UNITS = {"requests_per_second": "second", "tokens_per_second": "second", "per_second": "second"}
 HISTOGRAM_PARTS = ("count", "sum", "bucket")  # .sum in the family's unit, .count and .bucket count requests
 
 
