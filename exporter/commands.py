@@ -147,7 +147,7 @@ def recommend(args: argparse.Namespace, settings: Settings) -> int:
         for entry in endpoints:  # one poll is too short for hysteresis: show the conditions that hold now
             r = by_name[entry["name"]]
             held = conditions_now(settings.remediation, r.info, r.endpoint.figures, r.endpoint.checks,
-                                  settings.targets_for(r.info))
+                                  settings.targets_for(r.info), r.replicas)
             entry["hints"] = [{"id": rule.id, "severity": rule.severity, "summary": rule.summary, "detail": detail,
                                "since": None} for rule, detail in held]
     if args.endpoint:
