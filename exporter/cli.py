@@ -32,14 +32,19 @@ credentials (read by the Databricks SDK, never by a flag):
   DATABRICKS_HOST + DATABRICKS_CLIENT_ID/SECRET     OAuth M2M service principal
   DATABRICKS_CONFIG_PROFILE                         profile in ~/.databrickscfg
 
+self-hosted model servers (docs/self-hosted.md): the `self_hosted.endpoints` key
+(or SERVING_EXPORTER_SELF_HOSTED as JSON) lists vLLM, TGI, Triton, MLServer, KServe,
+TorchServe, Ray Serve or BentoML replicas by URL, DNS name or file_sd file. With
+no Databricks host or profile configured, only those are polled; with both, both.
+
 endpoints: /metrics, /healthz, /readyz, /api/v1/endpoints (default port {DEFAULT_PORT}),
   and POST /-/reload with --web.enable-lifecycle
 
 reload: SIGHUP (or POST /-/reload) reads the configuration and the web configuration
 file again. A valid one applies from the next poll; an invalid one is logged and
 the running one stays (model_serving_exporter_config_last_reload_successful 0).
-listen, timeouts, pools, window length, shards, series budget, databricks and
-datadog need a restart: a reload that changes them is refused.
+listen, timeouts, pools, window length, shards, series budget, databricks,
+self_hosted and datadog need a restart: a reload that changes them is refused.
 
 datadog (docs/datadog.md): DD_API_KEY turns the Datadog sink on; DD_SITE
 (default datadoghq.com) or SERVING_EXPORTER_DATADOG_URL say where it sends.

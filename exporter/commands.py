@@ -19,7 +19,10 @@ from .pipeline.rules import conditions_now
 from .pipeline.workspace import WorkspaceAnalysis
 from .sinks import SnapshotSink
 from .sinks.http import snapshot_json
+from .sources import Source
+from .sources.composite import CompositeSource
 from .sources.databricks import DatabricksSource, client_factory
+from .sources.selfhosted import SelfHostedSource
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +36,28 @@ def databricks_source(settings: Settings, **auth: object) -> DatabricksSource:
                             max_entities=settings.max_served_entities)
 
 
+def databricks_configured(settings: Settings, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether a Databricks workspace is configured: a host or profile in the settings or the SDK's variables."""
+    return bool(settings.databricks.host or settings.databricks.profile or environ.get("DATABRICKS_HOST")
+                or environ.get("DATABRICKS_CONFIG_PROFILE"))
+
+
+def build_source(settings: Settings, environ: Mapping[str, str] = os.environ) -> Source:
+    """Databricks only (the default, also with nothing configured: the SDK then says what is missing),
+    self-hosted only (self_hosted.endpoints set and no workspace configured), or both as one source."""
+    sources: list[Source] = []
+    if databricks_configured(settings, environ) or not settings.self_hosted.endpoints:
+        sources.append(databricks_source(settings, host=settings.databricks.host, profile=settings.databricks.profile))
+    if settings.self_hosted.endpoints:
+        sources.append(SelfHostedSource(settings.self_hosted, timeout_s=settings.request_timeout_seconds,
+                                        pool_size=settings.max_concurrent_requests,
+                                        max_entities=settings.max_served_entities))
+    return sources[0] if len(sources) == 1 else CompositeSource(sources)
+
+
 def _poll_once(settings: Settings) -> Snapshot | None:
-    """One poll of the configured workspace, or None (reported on stderr) if it could not be listed."""
-    source = databricks_source(settings, host=settings.databricks.host, profile=settings.databricks.profile)
+    """One poll of the configured endpoints, or None (reported on stderr) if they could not be listed."""
+    source = build_source(settings)
     poller = Poller(source, settings)
     try:
         snap = poller.poll()
@@ -57,8 +79,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     sinks = _sinks(settings)
     if sinks is None:
         return 2
-    source = databricks_source(settings, host=settings.databricks.host, profile=settings.databricks.profile)
-    daemon = Daemon(settings, source, sinks=sinks, **_reloadable(args)).start()
+    daemon = Daemon(settings, build_source(settings), sinks=sinks, **_reloadable(args)).start()
     run_until_signalled(daemon.stop, daemon.reload)
     return 0
 

@@ -8,7 +8,7 @@ DATABRICKS_CLIENT_ID/SECRET, DATABRICKS_CONFIG_PROFILE) and ~/.databrickscfg.
 
 This module composes the sections that each part of the exporter owns: endpoint
 selection and targets (pipeline/), the remediation rules (pipeline/rules.py), the
-Databricks source and the Datadog sink.
+Databricks source, the self-hosted source and the Datadog sink.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from .pipeline.workspace import WorkspaceLimits
 from .sinks.budget import SeriesBudget
 from .sinks.datadog.settings import DatadogSettings
 from .sources.databricks.settings import DatabricksSettings
+from .sources.selfhosted.settings import SelfHostedSettings
 from .strict import ConfigError
 
 __all__ = ["ConfigError", "DEFAULT_PORT", "Settings", "load_settings", "parse_listen"]
@@ -66,6 +67,7 @@ class Settings(BaseSettings):
     workspace_limits: WorkspaceLimits = Field(default_factory=WorkspaceLimits)
     series: SeriesBudget = Field(default_factory=SeriesBudget)
     databricks: DatabricksSettings = Field(default_factory=DatabricksSettings)
+    self_hosted: SelfHostedSettings = Field(default_factory=SelfHostedSettings, description="self-hosted model servers (docs/self-hosted.md); env SERVING_EXPORTER_SELF_HOSTED as JSON")
     datadog: DatadogSettings = Field(default_factory=DatadogSettings)
     datadog_url: str | None = Field(None, description="base URL of the Datadog API, for a proxy or a test intake; default https://api.<DD_SITE>")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -36,7 +36,7 @@ STOP_WAIT_S = 10  # well inside Kubernetes' default 30 s termination grace perio
 # windows' length or the push sinks at start. A reload that changes one is refused.
 RESTART_ONLY = ("listen", "max_concurrent_requests", "request_timeout_seconds", "retry_budget_seconds",
                 "max_served_entities", "window_seconds", "shard_count", "shard_index", "series", "databricks",
-                "datadog", "datadog_url")
+                "self_hosted", "datadog", "datadog_url")
 
 
 class Daemon:

@@ -32,7 +32,7 @@ from concurrent.futures import Future, wait
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ..model import Counters, EndpointInfo, EndpointReport, Figures, PollStatus, SeriesReport, Snapshot
+from ..model import Counters, EndpointInfo, EndpointReport, Figures, PollStatus, Replica, SeriesReport, Snapshot
 from ..sources import FetchError, Observation, Source
 from ..threads import started_pool
 from .analysis import checks
@@ -62,6 +62,7 @@ class EndpointState:
         self.config_fresh = False  # whether this poll adopted a fresh listing
         self.last_fingerprint: bytes | None = None  # to spot data served again when the source sends no timestamp
         self.last_fingerprint_at = 0.0
+        self.replicas: tuple[Replica, ...] = ()  # self-hosted: each scrape target at the last fetch
         # Shared with the scheduler thread, under `lock`.
         self.lock = threading.Lock()
         self.busy = False
@@ -244,6 +245,7 @@ class Poller:
             try:
                 observed = self.source.fetch(state.info.name, deadline)
             except FetchError as exc:  # parse errors included (MetricsParseError)
+                state.replicas = getattr(exc, "replicas", state.replicas)
                 self._failed(state, exc.reason, str(exc), started)
             else:
                 self._ingest(state, observed, started)
@@ -266,6 +268,7 @@ class Poller:
                 try:
                     observed = await self.source.fetch_async(state.info.name, deadline)  # type: ignore[attr-defined]
                 except FetchError as exc:
+                    state.replicas = getattr(exc, "replicas", state.replicas)  # self-hosted: all replicas down
                     self._failed(state, exc.reason, str(exc), started)
                 else:
                     self._ingest(state, observed, started)
@@ -308,6 +311,7 @@ class Poller:
             log.debug("detail of %s failed: %s", state.info.name, exc)
 
     def _ingest(self, state: EndpointState, observed: Observation, started: float) -> None:
+        state.replicas = observed.replicas
         key = self._minute_key(state, observed)
         if key is not None:
             state.window(None).ingest(key, observed.endpoint, observed.histograms)
@@ -375,7 +379,7 @@ class Poller:
                          metrics_fresh=state.status.up, config_fresh=state.config_fresh and info.detailed,
                          now_s=self.clock())
         advice = recommend(self.settings.remediation, info, endpoint.figures, endpoint.checks, targets)
-        return EndpointReport(self._capped(info), endpoint, entities, state.status, hints, advice)
+        return EndpointReport(self._capped(info), endpoint, entities, state.status, hints, advice, state.replicas)
 
     def _capped(self, info: EndpointInfo) -> EndpointInfo:
         """The configuration as published: at most max_served_entities served entities, as for their figures

@@ -120,8 +120,9 @@ class HttpClient:
             raise FetchError("timeout", "request did not finish") from None
 
     async def fetch(self, url: str, headers: Mapping[str, str], *, call: str, timeout_s: float, deadline: float,
-                    max_body: int) -> Response:
-        """`get` as a coroutine, on this client's loop."""
+                    max_body: int, tls: ssl.SSLContext | None = None) -> Response:
+        """`get` as a coroutine, on this client's loop. `tls`: a TLS context other than the client's (a
+        self-hosted endpoint's own CA); its connections are pooled apart."""
         target = self._targets.get(url) or self._target(url)
         request = b"".join((target.head, _header_lines(headers), self._common.encode(), b"\r\n"))
         retried_connection = False
@@ -132,7 +133,8 @@ class HttpClient:
             if budget <= 0:
                 raise FetchError("deadline", f"{call}: no time left for the request")
             try:
-                response = await self._attempt(target, request, budget, max_body, cut_by_deadline=budget < timeout_s)
+                response = await self._attempt(target, request, budget, max_body, cut_by_deadline=budget < timeout_s,
+                                               tls=tls)
             except FetchError as exc:
                 status = getattr(exc, "status", None)  # set when an answer came and its body was refused
                 if status is not None:
@@ -157,15 +159,16 @@ class HttpClient:
             await asyncio.sleep(wait)
 
     async def _attempt(self, target: _Target, request: bytes, budget: float, max_body: int,
-                       cut_by_deadline: bool) -> Response:
+                       cut_by_deadline: bool, tls: ssl.SSLContext | None = None) -> Response:
         conn = None
+        key = _key(target, tls)
         try:
             async with asyncio.timeout(budget):
                 async with self._slots:
-                    conn = self._reuse(target) or await self._connect(target)
+                    conn = self._reuse(key) or await self._connect(target, tls or self._ssl)
                     response = await conn.exchange(request, max_body)
             if conn.reusable:
-                idle = self._idle.setdefault(_key(target), [])
+                idle = self._idle.setdefault(key, [])
                 idle.append((time.monotonic(), conn))
                 if len(idle) > self._pool_size:
                     idle.pop(0)[1].close()
@@ -183,8 +186,8 @@ class HttpClient:
                 conn.close()
             raise
 
-    def _reuse(self, target: _Target) -> _Connection | None:
-        idle = self._idle.get(_key(target))
+    def _reuse(self, key: tuple) -> _Connection | None:
+        idle = self._idle.get(key)
         now = time.monotonic()
         while idle:
             since, conn = idle.pop()
@@ -193,14 +196,14 @@ class HttpClient:
             conn.close()
         return None
 
-    async def _connect(self, target: _Target) -> _Connection:
+    async def _connect(self, target: _Target, context: ssl.SSLContext) -> _Connection:
         loop = asyncio.get_running_loop()
         proxy = target.proxy
         try:
             if proxy is None:
                 _, conn = await loop.create_connection(
                     _Connection, target.host, target.port,
-                    ssl=self._ssl if target.scheme == "https" else None,
+                    ssl=context if target.scheme == "https" else None,
                     server_hostname=target.host if target.scheme == "https" else None)
                 return conn
             scheme, host, port, authorization = proxy
@@ -210,7 +213,7 @@ class HttpClient:
             if target.scheme == "http":
                 return conn  # absolute-form requests through the proxy
             await conn.tunnel(f"{target.host}:{target.port}", authorization)
-            tls = await loop.start_tls(transport, conn, self._ssl, server_hostname=target.host)
+            tls = await loop.start_tls(transport, conn, context, server_hostname=target.host)
             if tls is None:
                 raise ConnectionError("TLS through the proxy failed")
             conn.transport = tls
@@ -263,8 +266,8 @@ class HttpClient:
         return self._proxies[key]
 
 
-def _key(target: _Target) -> tuple:
-    return (target.scheme, target.host, target.port, target.proxy)
+def _key(target: _Target, tls: ssl.SSLContext | None = None) -> tuple:
+    return (target.scheme, target.host, target.port, target.proxy, id(tls) if tls is not None else None)
 
 
 def _header_lines(headers: Mapping[str, str]) -> bytes:
