@@ -317,19 +317,34 @@ Press Ctrl-C to stop.""", flush=True)
 
 
 def simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from .simulator import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TOKEN, SimulatorServer
-    from .simulator import build_demo_workspace, build_synthetic_workspace
+    from .simulator import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TOKEN, ModelServerHTTP, SimulatorServer
+    from .simulator import build_demo_model_servers, build_demo_workspace, build_synthetic_workspace
 
+    fronts: list[ModelServerHTTP] = []
     if args.endpoints > 0:
         workspace = build_synthetic_workspace(args.endpoints, minute_seconds=args.minute_seconds)
     else:
         workspace = build_demo_workspace(minute_seconds=args.minute_seconds)
+        fronts = [ModelServerHTTP(s).start() for s in build_demo_model_servers(
+            minute_seconds=args.minute_seconds, start=workspace.start)]
     host, port = parse_listen(args.listen)
     simulator = SimulatorServer(workspace, host, port).start()
+    self_hosted = json.dumps({"endpoints": [{"name": f.model_server.name, "kind": f.model_server.kind,
+                                             "targets": f.targets} for f in fronts]})
     print(f"""demo workspace with {len(workspace.names())} endpoints at {simulator.url}
   DATABRICKS_HOST={simulator.url} DATABRICKS_TOKEN={DEMO_TOKEN}
   or OAuth M2M: DATABRICKS_CLIENT_ID={DEMO_CLIENT_ID} DATABRICKS_CLIENT_SECRET={DEMO_CLIENT_SECRET}
-  control API: {simulator.url}/simulator/v1/endpoints
-Press Ctrl-C to stop.""", flush=True)
-    run_until_signalled(simulator.stop)
+  control API: {simulator.url}/simulator/v1/endpoints""", flush=True)
+    if fronts:
+        print(f"""self-hosted model servers (their counters run on the simulated clock: rates are right for `run` only
+with the default --minute-seconds 60):
+  SERVING_EXPORTER_SELF_HOSTED='{self_hosted}'""", flush=True)
+    print("Press Ctrl-C to stop.", flush=True)
+
+    def stop() -> None:
+        for front in fronts:
+            front.stop()
+        simulator.stop()
+
+    run_until_signalled(stop)
     return 0
