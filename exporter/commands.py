@@ -249,12 +249,6 @@ def format_recommendations(endpoints: list[dict]) -> str:
     return "\n".join(lines)
 
 
-# The demo's self-hosted endpoints (exporter/simulator/model_servers/): per-replica concurrency is vLLM's
-# max_num_seqs, and for Triton its instances x preferred batch size.
-DEMO_SELF_HOSTED = {"chat-assistant": {"per_replica_concurrency": 64, "tags": {"env": "production", "team": "genai"}},
-                    "image-tagger": {"per_replica_concurrency": 24, "tags": {"team": "vision"}}}
-
-
 class Demo:
     """The demo's pieces, running: the simulated workspace and self-hosted model servers, and the exporter
     polling both (a composite source) on the simulated clock. `load` reads the settings again for a reload;
@@ -282,9 +276,8 @@ class Demo:
 
     def with_model_servers(self, settings: Settings) -> Settings:
         """`settings` with the demo's model servers added to its self-hosted endpoints."""
-        demo = [{"name": m.model_server.name, "kind": m.model_server.kind, "targets": m.targets,
-                 **DEMO_SELF_HOSTED[m.model_server.name]} for m in self.model_servers]
-        endpoints = [e.model_dump() for e in settings.self_hosted.endpoints] + demo
+        endpoints = [e.model_dump() for e in settings.self_hosted.endpoints] + [
+            m.self_hosted_endpoint() for m in self.model_servers]
         return settings.model_copy(update={"self_hosted": SelfHostedSettings.model_validate({"endpoints": endpoints})})
 
     def stop(self) -> None:
@@ -300,8 +293,7 @@ def demo(args: argparse.Namespace, settings: Settings) -> int:
     sinks = _sinks(settings)
     if sinks is None:
         return 2
-    reloadable = _reloadable(args)
-    running = Demo(settings, args.minute_seconds, args.simulator_listen, sinks, **reloadable)
+    running = Demo(settings, args.minute_seconds, args.simulator_listen, sinks, **_reloadable(args))
     daemon, simulator = running.daemon, running.simulator
     servers = "\n".join(f"  {m.model_server.name:<19} {m.model_server.kind}: {' '.join(m.targets)}" for m in running.model_servers)
     print(f"""serving-exporter demo: {len(running.workspace.names())} simulated Databricks endpoints and {len(running.model_servers)} self-hosted ones, one simulated minute every {args.minute_seconds:g} s
@@ -329,8 +321,7 @@ def simulate(args: argparse.Namespace, settings: Settings) -> int:
             minute_seconds=args.minute_seconds, start=workspace.start)]
     host, port = parse_listen(args.listen)
     simulator = SimulatorServer(workspace, host, port).start()
-    self_hosted = json.dumps({"endpoints": [{"name": f.model_server.name, "kind": f.model_server.kind,
-                                             "targets": f.targets} for f in fronts]})
+    self_hosted = json.dumps({"endpoints": [f.self_hosted_endpoint() for f in fronts]})
     print(f"""demo workspace with {len(workspace.names())} endpoints at {simulator.url}
   DATABRICKS_HOST={simulator.url} DATABRICKS_TOKEN={DEMO_TOKEN}
   or OAuth M2M: DATABRICKS_CLIENT_ID={DEMO_CLIENT_ID} DATABRICKS_CLIENT_SECRET={DEMO_CLIENT_SECRET}

@@ -49,10 +49,12 @@ def build_demo_model_servers(minute_seconds: float = 60.0, seed: int = 7, clock:
         # requests waiting, the KV cache ~97% full with preemptions, and a TTFT of ~18 s that is nearly all queue.
         # Replica 1 crashes for 3 minutes in every 20 (and restarts with its counters from zero).
         ModelServer("chat-assistant", VllmShape(), replicas=2, outage=Outage(replica=1, every=20, minutes=3, offset=12),
-                    minute_seconds=minute_seconds, clock=clock, start=start, seed=seed),
+                    minute_seconds=minute_seconds, clock=clock, start=start, seed=seed,
+                    tags={**PRODUCTION, "team": "genai"}),
         # Triton, one GPU replica offered a little more than it executes: the queue is full at max_queue_size and
         # the overflow is rejected (~3-12% failures), with the mean latency dominated by queueing.
-        ModelServer("image-tagger", TritonShape(), minute_seconds=minute_seconds, clock=clock, start=start, seed=seed),
+        ModelServer("image-tagger", TritonShape(), minute_seconds=minute_seconds, clock=clock, start=start, seed=seed,
+                    tags={"team": "vision"}),
     ]
 
 

@@ -15,7 +15,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -37,6 +37,11 @@ class ServerShape(Protocol):
     qps: float  # offered requests/s for the whole endpoint (a slow sine and noise on top)
     qps_variation: float
     families: Sequence[Family]
+
+    @property
+    def per_replica_concurrency(self) -> int:
+        """Requests one replica serves at once."""
+        ...
 
     def simulate(self, lam: float, queue: float, rng: random.Random) -> tuple[ReplicaMinute, float]:
         """One replica's minute under `lam` requests/s with `queue` waiting at its start: (minute, queue at end)."""
@@ -69,10 +74,11 @@ class ModelServer:
 
     def __init__(self, name: str, shape: ServerShape, replicas: int = 1, outage: Outage | None = None,
                  minute_seconds: float = 60.0, clock: Callable[[], float] = time.time, start: float | None = None,
-                 seed: int = 7) -> None:
+                 seed: int = 7, tags: Mapping[str, str] | None = None) -> None:
         if minute_seconds <= 0 or replicas < 1:
             raise ValueError("minute_seconds must be > 0 and replicas >= 1")
         self.name, self.shape, self.outage = name, shape, outage
+        self.tags = dict(tags or {})
         self.minute_seconds, self.seed = minute_seconds, seed
         self._clock = clock
         self._start = clock() if start is None else start

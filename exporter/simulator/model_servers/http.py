@@ -74,6 +74,12 @@ class ModelServerHTTP:
         """Each replica's metrics URL, as a self-hosted endpoint's `targets` lists them."""
         return ["http://{}:{}/metrics".format(*s.server_address[:2]) for s in self._servers]
 
+    def self_hosted_endpoint(self) -> dict:
+        """This server as an entry of the exporter's `self_hosted.endpoints`."""
+        server = self.model_server
+        return {"name": server.name, "kind": server.kind, "targets": self.targets,
+                "per_replica_concurrency": server.shape.per_replica_concurrency, "tags": dict(server.tags)}
+
     def start(self) -> ModelServerHTTP:
         if not self._threads:
             for s in self._servers:

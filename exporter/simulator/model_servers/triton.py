@@ -62,6 +62,10 @@ class TritonShape:
     families: tuple[Family, ...] = FAMILIES
 
     @property
+    def per_replica_concurrency(self) -> int:
+        return self.concurrency
+
+    @property
     def compute_s(self) -> float:
         return lognormal_mean(self.compute_median_s, 0.3)
 

@@ -58,6 +58,10 @@ class VllmShape:
     families: tuple[Family, ...] = FAMILIES
 
     @property
+    def per_replica_concurrency(self) -> int:
+        return self.max_num_seqs
+
+    @property
     def service_s(self) -> float:
         """Mean time a request holds a sequence slot."""
         return lognormal_mean(self.prefill_median_s, 0.5) + self.generation_tokens_mean * self.tpot_median_s
