@@ -33,9 +33,7 @@ def dns_resolver(name: str, rdtype: str, timeout_s: float) -> list[tuple[str, in
 
     try:
         answer = dns.resolver.resolve(name, rdtype, lifetime=timeout_s, search=True)
-    except dns.resolver.NXDOMAIN:
-        return []
-    except dns.resolver.NoAnswer:
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):  # the name or its records are gone: no replicas
         return []
     except dns.exception.DNSException as exc:
         raise FetchError("dns", f"{rdtype} lookup of {name} failed: {type(exc).__name__}") from None

@@ -20,6 +20,12 @@ _URL = re.compile(r"(?i)(https?)://[^\s/?#@]+(/[^\s#]*)?")
 _PATH = re.compile(r"/[^\s#]*")
 
 
+def _path(value: str) -> str:
+    if not _PATH.fullmatch(value):
+        raise ValueError(f"expected a path starting with '/', got {value!r}")
+    return value
+
+
 class BasicAuth(Strict):
     username: str = Field(description="the user name (not a secret)")
     password_file: str | None = Field(None, description="file holding the password, read at each request")
@@ -58,12 +64,7 @@ class DnsSettings(Strict):
     path: str = Field("/metrics", description="the metrics path")
     scheme: Literal["http", "https"] = "http"
 
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not _PATH.fullmatch(value):
-            raise ValueError(f"expected a path starting with '/', got {value!r}")
-        return value
+    _path = field_validator("path")(_path)
 
     @model_validator(mode="after")
     def _port(self) -> DnsSettings:
@@ -96,12 +97,7 @@ class SelfHostedEndpoint(Strict):
             raise ValueError("give at least one target")
         return value
 
-    @field_validator("metrics_path")
-    @classmethod
-    def _metrics_path(cls, value: str) -> str:
-        if not _PATH.fullmatch(value):
-            raise ValueError(f"expected a path starting with '/', got {value!r}")
-        return value
+    _metrics_path = field_validator("metrics_path")(_path)
 
     @field_validator("file_sd")
     @classmethod
