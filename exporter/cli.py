@@ -142,11 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     _web(demo)
     _common(demo)
 
-    simulate = sub.add_parser("simulate", help="run only the demo workspace (a fake Databricks API)",
+    simulate = sub.add_parser("simulate", help="run only the demo workspace (a fake Databricks API) and model servers",
                               description=textwrap.dedent("""\
                                   Serve the simulated demo workspace alone: the Databricks serving-endpoints REST API,
-                                  per-endpoint /metrics, OAuth (/oidc/v1/token) and a control API under /simulator/v1/.
-                                  Point `serving-exporter run` at it with DATABRICKS_HOST=<url> and the printed token."""),
+                                  per-endpoint /metrics, OAuth (/oidc/v1/token) and a control API under /simulator/v1/;
+                                  and the demo's simulated self-hosted model servers (vLLM, Triton), each replica's
+                                  /metrics on its own port. Point `serving-exporter run` at them with
+                                  DATABRICKS_HOST=<url>, the printed token and SERVING_EXPORTER_SELF_HOSTED."""),
                               formatter_class=raw)
     simulate.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:9878",
                           help="address (default 127.0.0.1:9878)")

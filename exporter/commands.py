@@ -7,7 +7,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 import requests
 
@@ -19,10 +20,12 @@ from .pipeline.rules import conditions_now
 from .pipeline.workspace import WorkspaceAnalysis
 from .sinks import SnapshotSink
 from .sinks.http import snapshot_json
+from .sinks.webconfig import WebConfig
 from .sources import Source
 from .sources.composite import CompositeSource
 from .sources.databricks import DatabricksSource, client_factory
 from .sources.selfhosted import SelfHostedSource
+from .sources.selfhosted.settings import SelfHostedSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +52,7 @@ def build_source(settings: Settings, environ: Mapping[str, str] = os.environ) ->
     if databricks_configured(settings, environ) or not settings.self_hosted.endpoints:
         sources.append(databricks_source(settings, host=settings.databricks.host, profile=settings.databricks.profile))
     if settings.self_hosted.endpoints:
-        sources.append(SelfHostedSource(settings.self_hosted, timeout_s=settings.request_timeout_seconds,
-                                        pool_size=settings.max_concurrent_requests,
-                                        max_entities=settings.max_served_entities))
+        sources.append(selfhosted_source(settings))
     return sources[0] if len(sources) == 1 else CompositeSource(sources)
 
 
@@ -82,6 +83,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     daemon = Daemon(settings, build_source(settings), sinks=sinks, **_reloadable(args)).start()
     run_until_signalled(daemon.stop, daemon.reload)
     return 0
+
+
+def selfhosted_source(settings: Settings, clock: Callable[[], float] = time.time) -> SelfHostedSource:
+    """The self-hosted source as `run` builds it: timeouts, pool and entity cap from the settings."""
+    return SelfHostedSource(settings.self_hosted, timeout_s=settings.request_timeout_seconds,
+                            pool_size=settings.max_concurrent_requests, max_entities=settings.max_served_entities,
+                            clock=clock)
 
 
 def _reloadable(args: argparse.Namespace) -> dict:
@@ -241,49 +249,93 @@ def format_recommendations(endpoints: list[dict]) -> str:
     return "\n".join(lines)
 
 
+class Demo:
+    """The demo's pieces, running: the simulated workspace and self-hosted model servers, and the exporter
+    polling both (a composite source) on the simulated clock. `load` reads the settings again for a reload;
+    the demo's self-hosted endpoints are added to whatever it returns."""
+
+    def __init__(self, settings: Settings, minute_seconds: float, simulator_listen: str = "127.0.0.1:0",
+                 sinks: Sequence[SnapshotSink] = (), load: Callable[[], Settings] | None = None,
+                 web: WebConfig | None = None, lifecycle: bool = False) -> None:
+        from .simulator import DEMO_TOKEN, ModelServerHTTP, SimulatorServer, build_demo_model_servers, build_demo_workspace
+
+        self.workspace = build_demo_workspace(minute_seconds=minute_seconds)
+        self.simulator = SimulatorServer(self.workspace, *parse_listen(simulator_listen)).start()
+        self.model_servers = [ModelServerHTTP(s).start() for s in build_demo_model_servers(
+            minute_seconds=minute_seconds, start=self.workspace.start)]
+        settings = self.with_model_servers(settings)
+        # Simulated time throughout: the self-hosted source differences counters over simulated seconds, and
+        # bodies without sample timestamps are keyed by the published simulated minute.
+        source = CompositeSource([
+            databricks_source(settings, host=self.simulator.url, token=DEMO_TOKEN, auth_type="pat"),
+            selfhosted_source(settings, clock=self.workspace.simulated_time)])
+        self.daemon = Daemon(settings, source,
+                             minute_clock=lambda: self.workspace.timestamp_ms(self.workspace.current_minute) / 1000,
+                             sinks=sinks, web=web, lifecycle=lifecycle,
+                             load=(lambda: self.with_model_servers(load())) if load else None).start()
+
+    def with_model_servers(self, settings: Settings) -> Settings:
+        """`settings` with the demo's model servers added to its self-hosted endpoints."""
+        endpoints = [e.model_dump() for e in settings.self_hosted.endpoints] + [
+            m.self_hosted_endpoint() for m in self.model_servers]
+        return settings.model_copy(update={"self_hosted": SelfHostedSettings.model_validate({"endpoints": endpoints})})
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        for front in self.model_servers:
+            front.stop()
+        self.simulator.stop()
+
+
 def demo(args: argparse.Namespace, settings: Settings) -> int:
-    from .simulator import DEMO_TOKEN, SimulatorServer, build_demo_workspace
+    from .simulator import DEMO_TOKEN
 
     sinks = _sinks(settings)
     if sinks is None:
         return 2
-    workspace = build_demo_workspace(minute_seconds=args.minute_seconds)
-    sim_host, sim_port = parse_listen(args.simulator_listen)
-    simulator = SimulatorServer(workspace, sim_host, sim_port).start()
-    source = databricks_source(settings, host=simulator.url, token=DEMO_TOKEN, auth_type="pat")
-    # Bodies without sample timestamps are keyed by the clock; in the demo that is the published simulated minute.
-    daemon = Daemon(settings, source, minute_clock=lambda: workspace.timestamp_ms(workspace.current_minute) / 1000,
-                    sinks=sinks, **_reloadable(args)).start()
-    print(f"""serving-exporter demo: {len(workspace.names())} simulated endpoints, one simulated minute every {args.minute_seconds:g} s
+    running = Demo(settings, args.minute_seconds, args.simulator_listen, sinks, **_reloadable(args))
+    daemon, simulator = running.daemon, running.simulator
+    servers = "\n".join(f"  {m.model_server.name:<19} {m.model_server.kind}: {' '.join(m.targets)}" for m in running.model_servers)
+    print(f"""serving-exporter demo: {len(running.workspace.names())} simulated Databricks endpoints and {len(running.model_servers)} self-hosted ones, one simulated minute every {args.minute_seconds:g} s
   status page         {daemon.url}/
   exporter metrics    {daemon.url}/metrics
   endpoint health     {daemon.url}/api/v1/endpoints
   demo workspace      {simulator.url}/api/2.0/serving-endpoints  (token {DEMO_TOKEN})
   scenario control    {simulator.url}/simulator/v1/endpoints
+{servers}
 Press Ctrl-C to stop.""", flush=True)
-
-    def stop() -> None:
-        daemon.stop()
-        simulator.stop()
-
-    run_until_signalled(stop, daemon.reload)
+    run_until_signalled(running.stop, daemon.reload)
     return 0
 
 
 def simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from .simulator import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TOKEN, SimulatorServer
-    from .simulator import build_demo_workspace, build_synthetic_workspace
+    from .simulator import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TOKEN, ModelServerHTTP, SimulatorServer
+    from .simulator import build_demo_model_servers, build_demo_workspace, build_synthetic_workspace
 
+    fronts: list[ModelServerHTTP] = []
     if args.endpoints > 0:
         workspace = build_synthetic_workspace(args.endpoints, minute_seconds=args.minute_seconds)
     else:
         workspace = build_demo_workspace(minute_seconds=args.minute_seconds)
+        fronts = [ModelServerHTTP(s).start() for s in build_demo_model_servers(
+            minute_seconds=args.minute_seconds, start=workspace.start)]
     host, port = parse_listen(args.listen)
     simulator = SimulatorServer(workspace, host, port).start()
+    self_hosted = json.dumps({"endpoints": [f.self_hosted_endpoint() for f in fronts]})
     print(f"""demo workspace with {len(workspace.names())} endpoints at {simulator.url}
   DATABRICKS_HOST={simulator.url} DATABRICKS_TOKEN={DEMO_TOKEN}
   or OAuth M2M: DATABRICKS_CLIENT_ID={DEMO_CLIENT_ID} DATABRICKS_CLIENT_SECRET={DEMO_CLIENT_SECRET}
-  control API: {simulator.url}/simulator/v1/endpoints
-Press Ctrl-C to stop.""", flush=True)
-    run_until_signalled(simulator.stop)
+  control API: {simulator.url}/simulator/v1/endpoints""", flush=True)
+    if fronts:
+        print(f"""self-hosted model servers (their counters run on the simulated clock: rates are right for `run` only
+with the default --minute-seconds 60):
+  SERVING_EXPORTER_SELF_HOSTED='{self_hosted}'""", flush=True)
+    print("Press Ctrl-C to stop.", flush=True)
+
+    def stop() -> None:
+        for front in fronts:
+            front.stop()
+        simulator.stop()
+
+    run_until_signalled(stop)
     return 0

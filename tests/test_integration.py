@@ -272,3 +272,35 @@ def test_oauth_token_is_refreshed_before_it_expires(caplog):
         assert "unauthenticated" not in requests.get(f"{s.daemon.url}/metrics", timeout=5).text
     finally:
         s.stop()
+
+
+def test_demo_shows_its_self_hosted_endpoints_with_hints():
+    """The demo's own pieces (commands.Demo): the simulated vLLM and Triton servers are polled next to the
+    workspace, with figures from their cumulative counters and the hints their states call for. Expected values
+    from the shapes' settings (exporter/simulator/model_servers/): chat-assistant is offered ~15.5 requests/s,
+    image-tagger ~250/s with its queue full at max_queue_size 400 and ~3-12 % of requests rejected."""
+    from exporter.commands import Demo
+
+    demo = Demo(load_settings(overrides={"listen": "127.0.0.1:0", "poll_interval_seconds": 1}), MINUTE_S)
+    try:
+        def self_hosted() -> dict[str, dict] | None:
+            doc = requests.get(f"{demo.daemon.url}/api/v1/endpoints", timeout=5).json()
+            found = {e["name"]: e for e in doc["endpoints"] if e["config"]["platform"] == "self-hosted"}
+            ready = len(found) == 2 and all(e["figures"]["minutes"] >= 3 and e["hints"] for e in found.values())
+            return found if ready else None
+
+        found = wait_for(self_hosted, 30, "both self-hosted endpoints with three minutes and a hint")
+        chat, tagger = found["chat-assistant"], found["image-tagger"]
+        assert (chat["config"]["server"], tagger["config"]["server"]) == ("vllm", "triton")
+        assert 12 < chat["figures"]["qps"] < 19
+        assert 220 < tagger["figures"]["qps"] < 280
+        assert abs(tagger["figures"]["queue_depth"] - 400) < 20
+        assert 0.02 < tagger["figures"]["error_ratio"] < 0.15
+        assert "queueing" in {h["id"] for h in chat["hints"]}
+        assert {"queueing", "errors_high"} <= {h["id"] for h in tagger["hints"]}
+        assert all(any(ch.isdigit() for ch in h["detail"]) for e in found.values() for h in e["hints"])
+        # The Databricks endpoints are still there beside them.
+        names = {e["name"] for e in requests.get(f"{demo.daemon.url}/api/v1/endpoints", timeout=5).json()["endpoints"]}
+        assert {"fraud-scorer", "recommender"} <= names
+    finally:
+        demo.stop()

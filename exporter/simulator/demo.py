@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from .model_servers import ModelServer, Outage, TritonShape, VllmShape
 from .scenario import PRESETS
 from .workspace import Workspace
 
@@ -38,6 +39,23 @@ def build_demo_workspace(minute_seconds: float = 60.0, seed: int = 7,
     ws.add_endpoint("batch-scorer", "scale_to_zero", timestamps=False,
                     tags={**PRODUCTION, "team": "risk"})
     return ws
+
+
+def build_demo_model_servers(minute_seconds: float = 60.0, seed: int = 7, clock: Callable[[], float] = time.time,
+                             start: float | None = None) -> list[ModelServer]:
+    """The demo's self-hosted endpoints, each in a state the exporter should diagnose."""
+    return [
+        # vLLM, two replicas, offered ~10% more than their 2 x 64 sequence slots serve: running pinned at 64,
+        # requests waiting, the KV cache ~97% full with preemptions, and a TTFT of ~18 s that is nearly all queue.
+        # Replica 1 crashes for 3 minutes in every 20 (and restarts with its counters from zero).
+        ModelServer("chat-assistant", VllmShape(), replicas=2, outage=Outage(replica=1, every=20, minutes=3, offset=12),
+                    minute_seconds=minute_seconds, clock=clock, start=start, seed=seed,
+                    tags={**PRODUCTION, "team": "genai"}),
+        # Triton, one GPU replica offered a little more than it executes: the queue is full at max_queue_size and
+        # the overflow is rejected (~3-12% failures), with the mean latency dominated by queueing.
+        ModelServer("image-tagger", TritonShape(), minute_seconds=minute_seconds, clock=clock, start=start, seed=seed,
+                    tags={"team": "vision"}),
+    ]
 
 
 def build_synthetic_workspace(n: int, minute_seconds: float = 60.0, seed: int = 7,

@@ -10,10 +10,10 @@ from __future__ import annotations
 import bisect
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .scenario import Scenario
 
@@ -64,21 +64,30 @@ def histogram_of(values_ms: Sequence[float]) -> Histogram:
                      round(sum(ordered), 3))
 
 
-def latency_histogram(n: int, median_ms: float, sigma: float, wait_ms: float) -> Histogram:
-    """n latencies = lognormal service time shifted by the mean queue wait."""
-    if n == 0:
-        return EMPTY_HISTOGRAM
-    log_median = math.log(median_ms)
+def shifted_lognormal_cdf(median: float, sigma: float, shift: float) -> Callable[[float], float]:
+    """CDF of `shift` plus a lognormal of this median and log-space sigma (any time unit)."""
+    log_median = math.log(median)
 
     def cdf(x: float) -> float:
-        if x <= wait_ms:
+        if x <= shift:
             return 0.0
-        z = math.log(x - wait_ms) - log_median
+        z = math.log(x - shift) - log_median
         if sigma == 0:
             return 1.0 if z >= 0 else 0.0
         return _STD_NORMAL.cdf(z / sigma)
 
-    return _histogram(n, cdf, median_ms * math.exp(sigma ** 2 / 2) + wait_ms)
+    return cdf
+
+
+def lognormal_mean(median: float, sigma: float) -> float:
+    return median * math.exp(sigma ** 2 / 2)
+
+
+def latency_histogram(n: int, median_ms: float, sigma: float, wait_ms: float) -> Histogram:
+    """n latencies = lognormal service time shifted by the mean queue wait."""
+    if n == 0:
+        return EMPTY_HISTOGRAM
+    return _histogram(n, shifted_lognormal_cdf(median_ms, sigma, wait_ms), lognormal_mean(median_ms, sigma) + wait_ms)
 
 
 def queue_time_histogram(n: int, wait_ms: float) -> Histogram:
@@ -88,6 +97,11 @@ def queue_time_histogram(n: int, wait_ms: float) -> Histogram:
     if wait_ms <= 0:
         return _histogram(n, lambda x: 1.0, 0.0)
     return _histogram(n, lambda x: 1.0 - math.exp(-x / wait_ms), wait_ms)
+
+
+class OfferedLoad(Protocol):
+    qps: float
+    qps_variation: float
 
 
 @dataclass
@@ -126,7 +140,7 @@ class EntityMinute:
     queue_time_total: Histogram = field(default=EMPTY_HISTOGRAM, repr=False)
 
 
-def offered_qps(sc: Scenario, minute: int, phase: int, rng: random.Random) -> float:
+def offered_qps(sc: Scenario | OfferedLoad, minute: int, phase: int, rng: random.Random) -> float:
     """Mean arrival rate of the endpoint in this minute: slow sine plus ±5% noise."""
     wave = 1.0 + sc.qps_variation * math.sin(2 * math.pi * (minute + phase) / SINE_PERIOD_MIN)
     return sc.qps * max(0.0, wave) * (1.0 + rng.uniform(-0.05, 0.05))
@@ -159,6 +173,23 @@ def _mean_queue(start: float, end: float, net_inflow: float) -> float:
     return ((start + end) / 2 * moving_s + end * (60.0 - moving_s)) / 60.0
 
 
+def queue_minute(queue0: float, lam: float, mu: float, queue_cap: float) -> tuple[float, float, float, float]:
+    """One minute of a fluid queue in front of servers completing at most `mu` requests/s, arrivals `lam`/s,
+    the queue starting at `queue0` and holding at most `queue_cap`: (served, turned away, queue at the end,
+    mean wait in seconds)."""
+    arrivals, capacity = lam * 60.0, mu * 60.0
+    backlog = queue0 + arrivals - capacity
+    if backlog <= 0:  # everything waiting or arriving is served; the queue drains
+        served, queue1, rejected = queue0 + arrivals, 0.0, 0.0
+    else:  # capacity-bound: the queue fills up to its cap, the overflow is turned away
+        served, queue1 = capacity, min(backlog, queue_cap)
+        rejected = min(arrivals, backlog - queue1)
+    # Little's law: mean wait = mean queue length / throughput.
+    mean_queue = _mean_queue(queue0, queue1, lam - mu)
+    wait_s = mean_queue / (served / 60.0) if mean_queue and served else 0.0
+    return served, rejected, queue1, wait_s
+
+
 def simulate_minute(sc: Scenario, name: str, lam: float, state: EntityState | None,
                     rng: random.Random, live: LiveMinute | None = None) -> tuple[EntityMinute, EntityState]:
     """Advance one served entity by one minute under offered load `lam` (requests/s), adding the
@@ -167,18 +198,10 @@ def simulate_minute(sc: Scenario, name: str, lam: float, state: EntityState | No
     queue0 = state.queue if state else 0.0
     mean_s = sc.mean_service_time_s
     mu = c / mean_s  # completions/s when every slot is busy
-    arrivals, capacity = lam * 60.0, mu * 60.0
     queue_cap = sc.max_queue_per_concurrency * c
 
-    backlog = queue0 + arrivals - capacity
-    if backlog <= 0:  # everything waiting or arriving is served; the queue drains
-        served, queue1, rejected = queue0 + arrivals, 0.0, 0.0
-    else:  # capacity-bound: the queue fills up to its cap, the overflow gets 429
-        served, queue1 = capacity, min(backlog, queue_cap)
-        rejected = min(arrivals, backlog - queue1)
-    # Little's law: mean wait = mean queue length / throughput.
-    mean_queue = _mean_queue(queue0, queue1, lam - mu)
-    wait_ms = mean_queue / (served / 60.0) * 1000.0 if mean_queue and served else 0.0
+    served, rejected, queue1, wait_s = queue_minute(queue0, lam, mu, queue_cap)
+    wait_ms = wait_s * 1000.0
 
     n_served, n_rejected = round(served), round(rejected)
     n_5xx = round(n_served * sc.error_5xx_ratio)

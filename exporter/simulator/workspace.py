@@ -112,6 +112,17 @@ class Workspace:
         with self._lock:
             return math.floor((self._clock() - self._start) / self.minute_seconds) - 1
 
+    @property
+    def start(self) -> float:
+        """The `clock` time at which minute 0 began (servers sharing the workspace's minutes start from it)."""
+        with self._lock:
+            return self._start
+
+    def simulated_time(self) -> float:
+        """The simulated wall clock in seconds: minute m runs from timestamp_ms(m) to timestamp_ms(m + 1)."""
+        with self._lock:
+            return self._epoch_ms / 1000 + (self._clock() - self._start) / self.minute_seconds * 60
+
     def timestamp_ms(self, minute: int) -> int:
         """Simulated wall-clock time (ms) at which `minute` starts."""
         return self._epoch_ms + minute * 60_000
