@@ -171,9 +171,6 @@ def test_the_model_is_a_served_entity_where_the_server_labels_it(polled: dict[st
     assert entities["bentoml"] == {}  # BentoML labels no model
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: the analysis (exporter/pipeline/analysis.py) counts an error "
-                   "count the source does not have (None) as 0, so a KServe model server failing 20 % of its "
-                   "requests shows an error ratio of 0.0 instead of unavailable")
 def test_kserve_error_ratio_is_unavailable_not_zero(polled: dict[str, EndpointReport]):
     """KServe's own model server publishes no status codes or failure counter: the exporter cannot know its error
     ratio, and must say so (None) rather than report the 20 % failures it was sent as 0 %."""

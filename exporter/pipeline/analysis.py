@@ -4,7 +4,7 @@ Inputs are the stored per-minute figures of one endpoint or served entity; the
 output is immutable. Definitions (also in docs/metrics.md):
 
 - QPS = requests in the window / (minutes × 60 s).
-- error ratio = (4xx + 5xx) / requests; 0 when there were no requests.
+- error ratio = (4xx + 5xx) / requests; 0 when there were no requests; None when the source counts no errors.
 - latency percentiles: PromQL `histogram_quantile` over the window's merged histogram.
 - required concurrency = QPS × mean latency (Little's law: requests in flight).
 - queue depth, in order of precedence: the server's own waiting-requests gauge averaged over the window
@@ -42,7 +42,9 @@ def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: f
     # Errors only from minutes whose request count is known, so the ratio keeps one denominator.
     errors_4xx = _total(counted, "errors_4xx")
     errors_5xx = _total(counted, "errors_5xx")
-    ratio = (lambda n: (n or 0.0) / requests if requests > 0 else 0.0) if counted else (lambda n: None)
+    # A source that counts no errors at all (KServe's own model server) has no error ratio: unknown, not 0.
+    known = counted if errors_4xx is not None or errors_5xx is not None else []
+    ratio = (lambda n: (n or 0.0) / requests if requests > 0 else 0.0) if known else (lambda n: None)
 
     p50, p90, p99, mean_latency = _distribution(rows, "latency")
     ttft = _distribution(rows, "ttft")
@@ -84,7 +86,7 @@ def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: f
         latency_p90=p90,
         latency_p99=p99,
         latency_mean=mean_latency,
-        error_ratio=ratio((errors_4xx or 0.0) + (errors_5xx or 0.0)) if counted else None,
+        error_ratio=ratio((errors_4xx or 0.0) + (errors_5xx or 0.0)),
         error_ratio_4xx=ratio(errors_4xx),
         error_ratio_5xx=ratio(errors_5xx),
         queue_depth=queue_depth,
