@@ -936,6 +936,10 @@ def test_vllm_example_validates_and_its_sidecar_scrapes_its_own_pod(vllm_example
     assert scrape["port"] == exporter["ports"][0]["name"] != api["name"]
 
 
+def values_of_example(example: Path) -> dict:
+    return yaml.safe_load((example / "values.yaml").read_text())
+
+
 def test_vllm_sidecar_configuration_polls_a_vllm_server_on_the_loopback(vllm_chart: Path, tmp_path: Path):
     """The rendered configuration, unchanged but for the port, drives the real self-hosted source against a
     local server answering a recorded vLLM body."""
@@ -951,15 +955,13 @@ def test_vllm_sidecar_configuration_polls_a_vllm_server_on_the_loopback(vllm_cha
         try:
             (info,) = source.list_endpoints()
             observation = source.fetch(info.name)
+            described = source.describe(info.name)
         finally:
             source.close()
     assert info.name == "chat-assistant" and info.platform == "self-hosted"
     assert [(r.target, r.up) for r in observation.replicas] == [(url, True)]
-    assert source.describe(info.name).server == "vllm"
-
-
-def values_of_example(example: Path) -> dict:
-    return yaml.safe_load((example / "values.yaml").read_text())
+    assert described.server == "vllm"
+    assert observation.endpoint.queue_depth == 1.0  # vllm:num_requests_waiting in the recorded body
 
 
 @pytest.mark.parametrize(("values", "message"), [

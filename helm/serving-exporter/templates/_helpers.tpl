@@ -217,9 +217,16 @@ ConfigMap is mounted; beside the configuration's directory, not inside it.
 {{- end }}
 
 {{/*
-Checks on selfHosted.endpoints; renders nothing. Secrets by reference only, and every file an
-endpoint names is in a directory the container mounts, so a typo fails the install rather than
-every scrape.
+The volume name of a selfHosted.secrets entry (a DNS label; a Secret's name may hold dots).
+*/}}
+{{- define "serving-exporter.secretVolumeName" -}}
+{{- printf "se-secret-%s" (.name | replace "." "-") | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Checks on selfHosted.endpoints; renders nothing. Secrets by reference only, and every token,
+password or file_sd file an endpoint names is in a directory the container mounts, so a typo fails
+the install rather than every scrape.
 */}}
 {{- define "serving-exporter.validateSelfHosted" -}}
 {{- $mounted := list }}
@@ -243,9 +250,8 @@ every scrape.
 {{- end }}
 {{- end }}
 {{- $files := list }}
-{{- range $key := list "bearer_token_file" "ca_file" }}
-{{- with index $auth $key }}{{ $files = append $files (list (printf "auth.%s" $key) .) }}{{ end }}
-{{- end }}
+{{- /* Not ca_file: a CA bundle may be part of a custom image. */}}
+{{- with $auth.bearer_token_file }}{{ $files = append $files (list "auth.bearer_token_file" .) }}{{ end }}
 {{- with $basic.password_file }}{{ $files = append $files (list "auth.basic_auth.password_file" .) }}{{ end }}
 {{- range $e.file_sd }}{{ $files = append $files (list "file_sd" .) }}{{ end }}
 {{- range $files }}
@@ -463,7 +469,7 @@ The exporter container. Used by this chart's Deployment and StatefulSet and, thr
       readOnly: true
     {{- end }}
     {{- range .Values.selfHosted.secrets }}
-    - name: {{ printf "se-secret-%s" (.name | replace "." "-") | trunc 63 | trimSuffix "-" }}
+    - name: {{ include "serving-exporter.secretVolumeName" . }}
       mountPath: {{ include "serving-exporter.secretsDir" $ }}/{{ .name }}
       readOnly: true
     {{- end }}
@@ -495,7 +501,7 @@ The volumes the exporter container mounts.
     secretName: {{ . }}
 {{- end }}
 {{- range .Values.selfHosted.secrets }}
-- name: {{ printf "se-secret-%s" (.name | replace "." "-") | trunc 63 | trimSuffix "-" }}
+- name: {{ include "serving-exporter.secretVolumeName" . }}
   secret:
     secretName: {{ .name }}
     {{- with .items }}
