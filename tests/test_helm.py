@@ -2,7 +2,8 @@
 
 - Rendering: Helm's own Go library from PyPI (helm-python-sdk), no helm binary and no cluster,
   with the default values and each helm/serving-exporter/ci/*-values.yaml, and the sidecar
-  example chart (helm/examples/model-server) with this chart as its dependency.
+  example charts (helm/examples/model-server, helm/examples/vllm-server) with this chart as their
+  dependency.
 - Core resources: kubernetes-validate, strict (unknown fields rejected), against the oldest
   Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest the package knows.
 - Prometheus Operator resources (ServiceMonitor, PodMonitor, PrometheusRule): kubernetes-validate
@@ -10,7 +11,9 @@
   monitoring.coreos.com/v1 API written out below; the PrometheusRule's groups also go through
   `promtool check rules`.
 - The exporter's side: the rendered container arguments go through the CLI's own parser and the
-  rendered configuration file and environment through its own settings loader.
+  rendered configuration file and environment through its own settings loader; the self-hosted
+  modes' rendered configuration drives the real self-hosted discovery and source (the vLLM sidecar
+  scrapes a local server answering a recorded vLLM body on 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -35,12 +38,17 @@ from exporter.cli import build_parser
 from exporter.config import load_settings
 from exporter.model import EndpointInfo
 from exporter.simulator import build_demo_workspace
+from exporter.sources.selfhosted import SelfHostedSource
+from exporter.sources.selfhosted.discovery import Discovery
 
 from .conftest import require_binary
+from .selfhosted_replicas import Replicas
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "helm" / "serving-exporter"
 EXAMPLE = REPO / "helm" / "examples" / "model-server"
+VLLM_EXAMPLE = REPO / "helm" / "examples" / "vllm-server"
+SIDECAR_EXAMPLES = {"example", "vllm-example"}  # all_pods' names for the two example charts
 CASES: dict[str, Path | None] = {"default": None, **{p.name.removesuffix("-values.yaml"): p
                                                      for p in sorted((CHART / "ci").glob("*-values.yaml"))}}
 RELEASE, NAMESPACE = "serving-exporter", "monitoring"
@@ -111,14 +119,28 @@ def exporter_containers(docs: list[dict]) -> list[tuple[dict, dict]]:
     return found
 
 
-@pytest.fixture(scope="module")
-def example_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example chart with this chart as its dependency, laid out as `helm dependency build`
+def with_dependency(example: Path, tmp: Path) -> Path:
+    """An example chart with this chart as its dependency, laid out as `helm dependency build`
     would (the chart in charts/)."""
-    root = tmp_path_factory.mktemp("example") / "model-server"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("charts"))
+    root = tmp / example.name
+    shutil.copytree(example, root, ignore=shutil.ignore_patterns("charts"))
     shutil.copytree(CHART, root / "charts" / "serving-exporter")
     return root
+
+
+@pytest.fixture(scope="module")
+def example_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return with_dependency(EXAMPLE, tmp_path_factory.mktemp("example"))
+
+
+@pytest.fixture(scope="module")
+def vllm_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return with_dependency(VLLM_EXAMPLE, tmp_path_factory.mktemp("vllm-example"))
+
+
+@pytest.fixture(scope="module")
+def vllm_example(vllm_chart: Path) -> dict[str, str]:
+    return render({}, chart=vllm_chart)
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +172,11 @@ EXPECTED = {
     "web-config": {("ConfigMap", "serving-exporter"), ("Deployment", "serving-exporter"),
                    ("PodDisruptionBudget", "serving-exporter"), ("Service", "serving-exporter"),
                    ("ServiceAccount", "serving-exporter"), ("ServiceMonitor", "serving-exporter")},
+    # No Databricks workspace: no Secret; the file_sd target groups in a ConfigMap of their own.
+    "self-hosted": {("ConfigMap", "serving-exporter"), ("ConfigMap", "serving-exporter-file-sd"),
+                    ("Deployment", "serving-exporter"), ("PodDisruptionBudget", "serving-exporter"),
+                    ("Service", "serving-exporter"), ("ServiceAccount", "serving-exporter"),
+                    ("NetworkPolicy", "serving-exporter"), ("ServiceMonitor", "serving-exporter")},
 }
 
 
@@ -387,15 +414,16 @@ def test_dashboard_configmaps_are_the_dashboards():
 
 # ---- the pod: hardening, probes, ports ------------------------------------------------------------------
 
-def all_pods(example: dict[str, str]) -> list[tuple[str, dict, dict]]:
+def all_pods(example: dict[str, str], vllm_example: dict[str, str]) -> list[tuple[str, dict, dict]]:
     found = [(case, pod, c) for case in CASES for pod, c in exporter_containers(resources(manifests(case)))]
     found += [("example", pod, c) for pod, c in exporter_containers(resources(example))]
-    assert {case for case, _, _ in found} == {c for c in CASES if c != "sidecar"} | {"example"}
+    found += [("vllm-example", pod, c) for pod, c in exporter_containers(resources(vllm_example))]
+    assert {case for case, _, _ in found} == {c for c in CASES if c != "sidecar"} | SIDECAR_EXAMPLES
     return found
 
 
-def test_exporter_container_is_hardened(example: dict[str, str]):
-    for case, pod, container in all_pods(example):
+def test_exporter_container_is_hardened(example: dict[str, str], vllm_example: dict[str, str]):
+    for case, pod, container in all_pods(example, vllm_example):
         sc = container["securityContext"]
         assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0, case
         assert sc["readOnlyRootFilesystem"] is True, case
@@ -413,7 +441,7 @@ def test_exporter_container_is_hardened(example: dict[str, str]):
         assert mounts["/tmp"]["name"] in {v["name"] for v in pod["volumes"] if "emptyDir" in v}, case
         assert mounts["/etc/serving-exporter"]["readOnly"] is True, case
         assert container["resources"]["requests"] and container["resources"]["limits"]["memory"], case
-        if case != "example":  # the example's pod-level context is the other chart's
+        if case not in SIDECAR_EXAMPLES:  # an example's pod-level context is the other chart's
             psc = pod["securityContext"]
             assert psc["runAsNonRoot"] is True and psc["seccompProfile"] == {"type": "RuntimeDefault"}, case
 
@@ -424,8 +452,8 @@ def listen_of(container: dict) -> tuple[str, int]:
     return host, int(port)
 
 
-def test_probes_and_ports(example: dict[str, str]):
-    for case, _pod, container in all_pods(example):
+def test_probes_and_ports(example: dict[str, str], vllm_example: dict[str, str]):
+    for case, _pod, container in all_pods(example, vllm_example):
         (port,) = container["ports"]
         assert listen_of(container)[1] == port["containerPort"], case
         if case == "web-config":  # basic auth: the kubelet has no credentials, it checks the port
@@ -434,7 +462,7 @@ def test_probes_and_ports(example: dict[str, str]):
             continue
         live = container["livenessProbe"]["httpGet"]
         assert live == {"path": "/healthz", "port": port["name"]}, case
-        if case == "example":
+        if case in SIDECAR_EXAMPLES:
             assert "readinessProbe" not in container, "a sidecar's readiness would gate the model server's pod"
             assert port["name"] == "se-metrics"
         else:
@@ -738,6 +766,212 @@ def test_impossible_values_fail_to_render(values: dict, message: str):
 def test_ipv6_listen_address():
     (_pod, container), = exporter_containers(resources(render({"listenHost": "::"})))
     assert listen_of(container) == ("[::]", 9877)
+
+
+# ---- self-hosted model servers ---------------------------------------------------------------------------
+
+def rendered_settings(docs: list[dict], tmp_path: Path):
+    """The settings the exporter starts with from the rendered configuration (the real loader: unknown
+    keys rejected)."""
+    config = one([d for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in d.get("data", {})], "ConfigMap")
+    path = tmp_path / "config.yaml"
+    path.write_text(config["data"]["config.yaml"])
+    return load_settings(path)
+
+
+def mounted_files(docs: list[dict], pod: dict, container: dict, tmp_path: Path) -> dict[str, Path]:
+    """Each ConfigMap volume the container mounts, written out as the kubelet would: mount path -> directory."""
+    configmaps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    found = {}
+    for mount in container["volumeMounts"]:
+        source = volumes[mount["name"]].get("configMap")
+        if source:
+            directory = tmp_path / mount["name"]
+            directory.mkdir()
+            for name, text in configmaps[source["name"]]["data"].items():
+                (directory / name).write_text(text)
+            found[mount["mountPath"]] = directory
+    return found
+
+
+def test_self_hosted_install_needs_no_databricks_workspace(tmp_path: Path):
+    docs = resources(manifests("self-hosted"))
+    values = values_of("self-hosted")
+    (pod, container), = exporter_containers(docs)
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    assert not [e for e in env_of(container) if e.startswith(("DATABRICKS_", "DD_"))]
+    settings = rendered_settings(docs, tmp_path)
+    assert settings.databricks.host is None
+    endpoints = {e.name: e for e in settings.self_hosted.endpoints}
+    assert [e.model_dump(exclude_unset=True) for e in settings.self_hosted.endpoints] == values["selfHosted"]["endpoints"]
+    # DNS mode: the headless Service's name, resolved by the real discovery.
+    chat = endpoints["chat-assistant"]
+    assert chat.dns.model_dump() == {"name": "vllm-headless.ml.svc.cluster.local", "type": "A", "port": 8000,
+                                     "path": "/metrics", "scheme": "http"}
+    resolved = Discovery(resolver=lambda name, rdtype, timeout: [("10.0.0.5", None), ("10.0.0.6", None)])
+    assert resolved.targets(chat) == ["http://10.0.0.5:8000/metrics", "http://10.0.0.6:8000/metrics"]
+    notes = next(text for name, text in manifests("self-hosted").items() if name.endswith("NOTES.txt"))
+    assert "2 self-hosted endpoint(s): chat-assistant, ranker" in notes and "WARNING" not in notes
+
+
+def test_self_hosted_credentials_are_mounted_files_and_file_sd_comes_from_its_config_map(tmp_path: Path):
+    docs = resources(manifests("self-hosted"))
+    (pod, container), = exporter_containers(docs)
+    settings = rendered_settings(docs, tmp_path)
+    endpoints = {e.name: e for e in settings.self_hosted.endpoints}
+    # The token file lies in the mounted Secret, under the key's path; the Secret itself is not the chart's.
+    token = endpoints["chat-assistant"].auth.bearer_token_file
+    mount = next(m for m in container["volumeMounts"] if token.startswith(m["mountPath"] + "/"))
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"] == {"secretName": "vllm-metrics", "items": [{"key": "api-key", "path": "token"}]}
+    assert token == f"{mount['mountPath']}/token"
+    # file_sd: the ConfigMap's files, mounted where the endpoint's glob points, read by the real discovery.
+    mounts = mounted_files(docs, pod, container, tmp_path)
+    ranker = endpoints["ranker"]
+    (pattern,) = ranker.file_sd
+    directory, _, glob = pattern.rpartition("/")
+    local = ranker.model_copy(update={"file_sd": [f"{mounts[directory]}/{glob}"]})
+    (group,) = values_of("self-hosted")["selfHosted"]["fileSd"]["ranker.json"]
+    assert Discovery().targets(local) == [f"http://{t}/metrics" for t in group["targets"]]
+    # A changed target list reaches the pods without a restart: it is not in their checksum.
+    changed = values_of("self-hosted")
+    changed["selfHosted"]["fileSd"]["ranker.json"][0]["targets"].append("triton-2.triton.ml.svc.cluster.local:8002")
+    def checksums(values: dict) -> dict:
+        return one(resources(render(values)), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert checksums(changed) == checksums(values_of("self-hosted"))
+
+
+def test_network_policy_lets_the_exporter_reach_the_metrics_ports():
+    given = values_of("self-hosted")
+    (rule,) = [r for r in one(resources(manifests("self-hosted")), "NetworkPolicy")["spec"]["egress"]
+               if r.get("to") == given["networkPolicy"]["egress"]["metricsTo"]]
+    assert rule["ports"] == [{"port": p, "protocol": "TCP"} for p in given["networkPolicy"]["egress"]["metricsPorts"]]
+    # Without metricsPorts, the ports of dns.port and of the target URLs (443 for https without one).
+    derived = one(resources(render({
+        "networkPolicy": {"enabled": True},
+        "selfHosted": {"endpoints": [
+            {"name": "a", "dns": {"name": "a.ml.svc.cluster.local", "port": 8000}},
+            {"name": "b", "targets": ["http://10.0.0.7:9000/metrics", "https://tgi.example.com/metrics"]}]}})),
+        "NetworkPolicy")["spec"]["egress"]
+    assert {"ports": [{"port": p, "protocol": "TCP"} for p in (8000, 9000, 443)]} in derived
+    # Databricks only: no such rule.
+    assert all(r.get("ports", [{}])[0].get("port") in (53, 443)
+               for r in one(resources(manifests("everything")), "NetworkPolicy")["spec"]["egress"])
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"selfHosted": {"endpoints": [{"name": "a", "targets": ["http://h:1/metrics"], "auth": {"bearer_token": "s3cr3t"}}]}},
+     "bearer_token is a secret written inline"),
+    ({"selfHosted": {"endpoints": [{"name": "a", "targets": ["http://h:1/metrics"],
+                                    "auth": {"basic_auth": {"username": "u", "password": "s3cr3t"}}}]}},
+     "password is a secret written inline"),
+    ({"selfHosted": {"endpoints": [{"name": "a", "targets": ["http://h:1/metrics"],
+                                    "auth": {"bearer_token_file": "/var/run/token"}}]}},
+     "auth.bearer_token_file: /var/run/token is in no directory the container mounts"),
+    ({"selfHosted": {"endpoints": [{"name": "a", "file_sd": ["/etc/sd/*.json"]}]}},
+     "file_sd: /etc/sd/*.json is in no directory the container mounts"),
+    ({"selfHosted": {"endpoints": [{"name": "a", "targets": ["http://h:1/metrics"]}]},
+      "config": {"self_hosted": {"endpoints": []}}}, "use selfHosted.endpoints"),
+    ({"sidecar": {"enabled": True}, "selfHosted": {"endpoints": [{"name": "a", "targets": ["http://10.0.0.5:8000/metrics"]}]}},
+     "on the loopback address"),
+    ({"sidecar": {"enabled": True}, "selfHosted": {"endpoints": [{"name": "a", "dns": {"name": "x", "port": 1}}]}},
+     "not dns or file_sd"),
+    ({"sidecar": {"enabled": True}, "selfHosted": {"endpoints": [{"name": "a", "targets": ["http://127.0.0.1:1/metrics"]},
+                                                                 {"name": "b", "targets": ["http://127.0.0.1:2/metrics"]}]}},
+     "give one selfHosted.endpoints entry"),
+    ({"networkPolicy": {"enabled": True},
+      "selfHosted": {"endpoints": [{"name": "a", "dns": {"name": "_m._tcp.x", "type": "SRV"}}]}},
+     "list them in networkPolicy.egress.metricsPorts"),
+])
+def test_self_hosted_values_that_cannot_work_fail_to_render(values: dict, message: str):
+    helm = require_module("helm_python")
+    with pytest.raises(helm.HelmError, match=re.escape(message)) as failure:
+        render(values)
+    assert "s3cr3t" not in str(failure.value)
+
+
+def test_a_file_in_an_extra_volume_mount_is_accepted(tmp_path: Path):
+    """A projected service-account token, say, mounted with extraVolumes/extraVolumeMounts."""
+    values = {"selfHosted": {"endpoints": [{"name": "a", "targets": ["https://h:8443/metrics"],
+                                            "auth": {"bearer_token_file": "/var/run/secrets/tokens/scrape"}}]},
+              "extraVolumes": [{"name": "tokens", "projected": {"sources": [
+                  {"serviceAccountToken": {"path": "scrape", "audience": "metrics", "expirationSeconds": 3600}}]}}],
+              "extraVolumeMounts": [{"name": "tokens", "mountPath": "/var/run/secrets/tokens", "readOnly": True}]}
+    docs = resources(render(values))
+    assert rendered_settings(docs, tmp_path).self_hosted.endpoints[0].auth.bearer_token_file == "/var/run/secrets/tokens/scrape"
+
+
+def test_vllm_example_validates_and_its_sidecar_scrapes_its_own_pod(vllm_example: dict[str, str], tmp_path: Path):
+    docs = resources(vllm_example)
+    assert {(d["kind"], d["metadata"]["name"]) for d in docs} == {
+        ("ConfigMap", "serving-exporter"), ("Deployment", "serving-exporter-vllm"),
+        ("Service", "serving-exporter-vllm-headless"), ("PodMonitor", "serving-exporter")}
+    for doc in docs:
+        if doc["kind"] in OPERATOR_KINDS:
+            require_module("jsonschema").validate(doc, OPERATOR_SCHEMAS[doc["kind"]])
+        else:
+            validate_core(doc)
+    (pod, exporter), = exporter_containers(docs)
+    vllm = next(c for c in pod["containers"] if c["name"] == "vllm")
+    assert vllm["image"].startswith("vllm/vllm-openai:")
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == 1
+    (api,) = vllm["ports"]
+    args = vllm["args"]
+    (endpoint,) = rendered_settings(docs, tmp_path).self_hosted.endpoints
+    assert endpoint.kind == "vllm"
+    assert endpoint.targets == [f"http://127.0.0.1:{api['containerPort']}/metrics"]
+    assert endpoint.per_replica_concurrency == float(args[args.index("--max-num-seqs") + 1])
+    assert str(api["containerPort"]) == args[args.index("--port") + 1]
+    # The headless Service resolves to the vLLM pods (DNS mode for an exporter elsewhere).
+    service = one(docs, "Service")
+    labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["selector"].items() <= labels.items()
+    assert service["spec"]["ports"][0]["targetPort"] == api["name"]
+    # The PodMonitor scrapes the sidecar's own port on these pods.
+    monitor = one(docs, "PodMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (scrape,) = monitor["spec"]["podMetricsEndpoints"]
+    assert scrape["port"] == exporter["ports"][0]["name"] != api["name"]
+
+
+def values_of_example(example: Path) -> dict:
+    return yaml.safe_load((example / "values.yaml").read_text())
+
+
+def test_vllm_sidecar_configuration_polls_a_vllm_server_on_the_loopback(vllm_chart: Path, tmp_path: Path):
+    """The rendered configuration, unchanged but for the port, drives the real self-hosted source against a
+    local server answering a recorded vLLM body."""
+    body = (REPO / "tests" / "fixtures" / "selfhosted" / "vllm_1.prom").read_text()
+    with Replicas() as server:
+        url = server.serve("/metrics", body)
+        port = int(url.split(":")[2].split("/")[0])
+        docs = resources(render({"vllm": {"port": port}, "serving-exporter": {"selfHosted": {"endpoints": [
+            {**values_of_example(VLLM_EXAMPLE)["serving-exporter"]["selfHosted"]["endpoints"][0],
+             "targets": [url]}]}}}, chart=vllm_chart))
+        settings = rendered_settings(docs, tmp_path)
+        source = SelfHostedSource(settings.self_hosted)
+        try:
+            (info,) = source.list_endpoints()
+            observation = source.fetch(info.name)
+            described = source.describe(info.name)
+        finally:
+            source.close()
+    assert info.name == "chat-assistant" and info.platform == "self-hosted"
+    assert [(r.target, r.up) for r in observation.replicas] == [(url, True)]
+    assert described.server == "vllm"
+    assert observation.endpoint.queue_depth == 1.0  # vllm:num_requests_waiting in the recorded body
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"vllm": {"port": 8001}}, 'targets must be ["http://127.0.0.1:8001/metrics"] (vllm.port)'),
+    ({"vllm": {"maxNumSeqs": 128}}, "per_replica_concurrency must equal vllm.maxNumSeqs (128)"),
+])
+def test_vllm_example_refuses_a_sidecar_configuration_for_another_server(vllm_chart: Path, values: dict, message: str):
+    helm = require_module("helm_python")
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        render(values, chart=vllm_chart)
 
 
 # ---- documentation of the values ------------------------------------------------------------------------

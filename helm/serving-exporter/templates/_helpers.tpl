@@ -143,6 +143,13 @@ the environment variable the Databricks SDK or the Datadog sink reads.
 {{- end }}
 
 {{/*
+Name of the ConfigMap holding selfHosted.fileSd.
+*/}}
+{{- define "serving-exporter.fileSdName" -}}
+{{- printf "%s-file-sd" (include "serving-exporter.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
 Path of the configuration file in the container.
 */}}
 {{- define "serving-exporter.configDir" -}}
@@ -178,16 +185,121 @@ httpGet:
 {{- end }}
 
 {{/*
-The configuration file's content (validated against the keys the chart manages itself).
+The configuration file's content (validated against the keys the chart manages itself), with
+selfHosted.endpoints as its self_hosted.endpoints.
 */}}
 {{- define "serving-exporter.configYaml" -}}
-{{- $config := .Values.config | default dict }}
+{{- $config := deepCopy (.Values.config | default dict) }}
 {{- range list "listen" "shard_count" "shard_index" }}
 {{- if hasKey $config . }}
 {{- fail (printf "config.%s is set by the chart: use %s instead" . (ternary "containerPort and listenHost" "sharding.replicas" (eq . "listen"))) }}
 {{- end }}
 {{- end }}
+{{- with .Values.selfHosted.endpoints }}
+{{- if hasKey $config "self_hosted" }}
+{{- fail "selfHosted.endpoints and config.self_hosted are the same setting: use selfHosted.endpoints" }}
+{{- end }}
+{{- $_ := set $config "self_hosted" (dict "endpoints" .) }}
+{{- end }}
 {{- toYaml $config }}
+{{- end }}
+
+{{/*
+Where selfHosted.secrets are mounted (one directory per Secret) and where the selfHosted.fileSd
+ConfigMap is mounted; beside the configuration's directory, not inside it.
+*/}}
+{{- define "serving-exporter.secretsDir" -}}
+/etc/serving-exporter-secrets
+{{- end }}
+
+{{- define "serving-exporter.fileSdDir" -}}
+/etc/serving-exporter-sd
+{{- end }}
+
+{{/*
+The volume name of a selfHosted.secrets entry (a DNS label; a Secret's name may hold dots).
+*/}}
+{{- define "serving-exporter.secretVolumeName" -}}
+{{- printf "se-secret-%s" (.name | replace "." "-") | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Checks on selfHosted.endpoints; renders nothing. Secrets by reference only, and every token,
+password or file_sd file an endpoint names is in a directory the container mounts, so a typo fails
+the install rather than every scrape.
+*/}}
+{{- define "serving-exporter.validateSelfHosted" -}}
+{{- $mounted := list }}
+{{- range .Values.selfHosted.secrets }}
+{{- $mounted = append $mounted (printf "%s/%s/" (include "serving-exporter.secretsDir" $) .name) }}
+{{- end }}
+{{- if .Values.selfHosted.fileSd }}
+{{- $mounted = append $mounted (printf "%s/" (include "serving-exporter.fileSdDir" .)) }}
+{{- end }}
+{{- range .Values.extraVolumeMounts }}
+{{- $mounted = append $mounted (printf "%s/" (trimSuffix "/" .mountPath)) }}
+{{- end }}
+{{- $loopback := `^https?://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?(/.*)?$` }}
+{{- range $e := .Values.selfHosted.endpoints }}
+{{- $where := printf "selfHosted.endpoints[%s]" ($e.name | default "?") }}
+{{- $auth := $e.auth | default dict }}
+{{- $basic := $auth.basic_auth | default dict }}
+{{- range $key := list "bearer_token" "token" "password" }}
+{{- if or (hasKey $auth $key) (hasKey $basic $key) }}
+{{- fail (printf "%s.auth: %s is a secret written inline; name it by reference (bearer_token_file, password_file in a selfHosted.secrets Secret, or bearer_token_env, password_env from extraEnv)" $where $key) }}
+{{- end }}
+{{- end }}
+{{- $files := list }}
+{{- /* Not ca_file: a CA bundle may be part of a custom image. */}}
+{{- with $auth.bearer_token_file }}{{ $files = append $files (list "auth.bearer_token_file" .) }}{{ end }}
+{{- with $basic.password_file }}{{ $files = append $files (list "auth.basic_auth.password_file" .) }}{{ end }}
+{{- range $e.file_sd }}{{ $files = append $files (list "file_sd" .) }}{{ end }}
+{{- range $files }}
+{{- $path := index . 1 | toString }}
+{{- $found := false }}
+{{- range $mounted }}{{ if hasPrefix . $path }}{{ $found = true }}{{ end }}{{ end }}
+{{- if not $found }}
+{{- fail (printf "%s.%s: %s is in no directory the container mounts: add its Secret to selfHosted.secrets (mounted at %s/<name>/), its file_sd file to selfHosted.fileSd (%s/), or mount it with extraVolumes and extraVolumeMounts" $where (index . 0) $path (include "serving-exporter.secretsDir" $) (include "serving-exporter.fileSdDir" $)) }}
+{{- end }}
+{{- end }}
+{{- if $.Values.sidecar.enabled }}
+{{- if or (not $e.targets) $e.dns $e.file_sd }}
+{{- fail (printf "%s: a sidecar scrapes its own pod's model server: give targets [\"http://127.0.0.1:PORT/metrics\"], not dns or file_sd" $where) }}
+{{- end }}
+{{- range $e.targets }}
+{{- if not (regexMatch $loopback .) }}
+{{- fail (printf "%s: a sidecar scrapes its own pod's model server on the loopback address (http://127.0.0.1:PORT/metrics), not %s" $where .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and .Values.sidecar.enabled (gt (len .Values.selfHosted.endpoints) 1) }}
+{{- fail "sidecar mode polls the one model server of its pod: give one selfHosted.endpoints entry" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The TCP ports of the self-hosted endpoints' metrics, for the NetworkPolicy: networkPolicy.egress.metricsPorts,
+or those of dns.port and of the target URLs (80 or 443 when a URL has none).
+*/}}
+{{- define "serving-exporter.metricsPorts" -}}
+{{- $ports := .Values.networkPolicy.egress.metricsPorts | default list }}
+{{- if not $ports }}
+{{- range $e := .Values.selfHosted.endpoints }}
+{{- if or $e.file_sd (and $e.dns (eq (toString $e.dns.type) "SRV")) }}
+{{- fail (printf "selfHosted.endpoints[%s] finds its ports at run time (SRV or file_sd): list them in networkPolicy.egress.metricsPorts" $e.name) }}
+{{- end }}
+{{- with $e.dns }}{{ $ports = append $ports (int .port) }}{{ end }}
+{{- range $e.targets }}
+{{- $port := regexReplaceAll "^[a-zA-Z]+://[^/]*:([0-9]+)(/.*)?$" . "${1}" }}
+{{- if not (regexMatch "^[0-9]+$" $port) }}
+{{- $port = ternary "443" "80" (hasPrefix "https:" (lower .)) }}
+{{- end }}
+{{- $ports = append $ports (int $port) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- uniq $ports | toJson }}
 {{- end }}
 
 {{/*
@@ -227,6 +339,7 @@ Checks on combinations of values; renders nothing.
 {{- fail "webConfig.tls and webConfig.authenticated describe the web configuration file: set webConfig.secret too" }}
 {{- end }}
 {{- $_ := include "serving-exporter.configYaml" . }}
+{{- include "serving-exporter.validateSelfHosted" . }}
 {{- end }}
 
 {{/*
@@ -355,6 +468,16 @@ The exporter container. Used by this chart's Deployment and StatefulSet and, thr
       mountPath: {{ include "serving-exporter.webConfigDir" . }}
       readOnly: true
     {{- end }}
+    {{- range .Values.selfHosted.secrets }}
+    - name: {{ include "serving-exporter.secretVolumeName" . }}
+      mountPath: {{ include "serving-exporter.secretsDir" $ }}/{{ .name }}
+      readOnly: true
+    {{- end }}
+    {{- if .Values.selfHosted.fileSd }}
+    - name: serving-exporter-file-sd
+      mountPath: {{ include "serving-exporter.fileSdDir" . }}
+      readOnly: true
+    {{- end }}
     {{- with .Values.extraVolumeMounts }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -376,6 +499,20 @@ The volumes the exporter container mounts.
 - name: serving-exporter-web
   secret:
     secretName: {{ . }}
+{{- end }}
+{{- range .Values.selfHosted.secrets }}
+- name: {{ include "serving-exporter.secretVolumeName" . }}
+  secret:
+    secretName: {{ .name }}
+    {{- with .items }}
+    items:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+{{- end }}
+{{- if .Values.selfHosted.fileSd }}
+- name: serving-exporter-file-sd
+  configMap:
+    name: {{ include "serving-exporter.fileSdName" . }}
 {{- end }}
 {{- with .Values.extraVolumes }}
 {{ toYaml . }}
