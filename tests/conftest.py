@@ -46,3 +46,13 @@ def require_binary(name: str,
 @pytest.fixture
 def promtool() -> str:
     return require_binary("promtool")
+
+
+class FakeClock:
+    """A frozen wall clock for the simulators' tests: time moves only when a test sets `now`."""
+
+    def __init__(self, now: float = 1_763_820_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -21,20 +21,14 @@ from exporter.simulator import (
     build_synthetic_workspace,
 )
 
+from .conftest import FakeClock
+
 DEMO = ["fraud-scorer", "recommender", "support-chat", "doc-embedder", "search-ranker",
         "vision-classifier", "batch-scorer"]
 BUCKET_BOUNDS = ["5.0", "10.0", "25.0", "50.0", "100.0", "250.0", "500.0", "1000.0", "2500.0",
                  "5000.0", "10000.0", "30000.0", "60000.0", "120000.0", "300000.0", "600000.0",
                  "+Inf"]
 AUTH = {"Authorization": f"Bearer {DEMO_TOKEN}"}
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_763_820_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

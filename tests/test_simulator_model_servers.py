@@ -13,6 +13,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.simulator import ModelServer, ModelServerHTTP, build_demo_model_servers
 from exporter.simulator.model_servers import Outage, TritonShape, VllmShape
 
+from .conftest import FakeClock
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
 VLLM_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 # Sample names as vLLM (vllm/v1/metrics/loggers.py, the OpenAI server's instrumentator) and Triton
 # (core src/metrics.cc) write them.
@@ -31,19 +39,6 @@ TRITON_SAMPLES = {
     "nv_inference_pending_request_count", "nv_gpu_utilization", "nv_gpu_memory_total_bytes",
     "nv_gpu_memory_used_bytes", "nv_cpu_utilization", "nv_cpu_memory_total_bytes", "nv_cpu_memory_used_bytes",
 }
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_763_820_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
