@@ -197,6 +197,100 @@ def exporter_stack() -> Iterator[tuple[str, str]]:
         yield simulator, daemon.url.removeprefix("http://")
 
 
+def set_scenario(simulator: str, endpoint: str, preset: str) -> None:
+    requests.post(f"{simulator}/simulator/v1/endpoints/{endpoint}/scenario", json={"preset": preset},
+                  timeout=5).raise_for_status()
+
+
+@pytest.mark.integration
+def test_pages_arrive_for_exactly_the_failing_endpoints_and_resolve(exporter_stack, tmp_path: Path):
+    prometheus_bin, alertmanager_bin = require_binary("prometheus"), require_binary("prometheus-alertmanager")
+    started = time.monotonic()
+    simulator, target = exporter_stack
+    rules = generate.write(tmp_path / "rules", scale=MINUTE_S / 60)  # production rules, 60x faster
+    _slow_down_exporter_down(rules)
+    with WebhookReceiver() as hook, \
+            alertmanager(alertmanager_bin, alertmanager_config(ALERTMANAGER_EXAMPLE, hook.url), tmp_path) as am, \
+            prometheus(prometheus_bin, rules, target, am, tmp_path) as prom:
+        # Baseline: Prometheus scrapes all three endpoints and the rules see fresh data.
+        wait_for(lambda: len(query(prom, "serving_endpoint:model_serving_data:fresh == 1")) == 3, 30,
+                 "fresh data for the three endpoints in Prometheus")
+        time.sleep(3)  # a few evaluations of a healthy workspace
+        assert hook.snapshot() == [], f"notifications before any fault: {[(a['labels']['alertname'], a['labels'].get('serving_endpoint'), a['labels'].get('reason')) for a in hook.alerts()]}"
+
+        fault_at = time.monotonic()
+        set_scenario(simulator, ERRORS, "error_burst")
+        set_scenario(simulator, QUEUE, "queueing")
+        paged = {
+            "ModelServingErrorRateHigh": wait_for(lambda: hook.first("pager", "ModelServingErrorRateHigh", ERRORS), 60,
+                                                  f"ModelServingErrorRateHigh for {ERRORS}"),
+            "ModelServingQueueing": wait_for(lambda: hook.first("pager", "ModelServingQueueing", QUEUE), 60,
+                                             f"ModelServingQueueing for {QUEUE}"),
+        }
+        # The warnings of the same endpoints (latency, saturation) fire too, held back by the page.
+        suppressed = wait_for(lambda: _inhibited(am, "ModelServingLatencyHigh", ERRORS), 40,
+                              f"ModelServingLatencyHigh for {ERRORS} to fire and be inhibited")
+        assert not [a for a in hook.alerts("ticket") if a["labels"].get("serving_endpoint") in (ERRORS, QUEUE)], \
+            "a warning got through while its endpoint paged"
+
+        recover_at = time.monotonic()
+        set_scenario(simulator, ERRORS, "healthy")
+        set_scenario(simulator, QUEUE, "healthy")
+        resolved = {
+            "ModelServingErrorRateHigh": wait_for(
+                lambda: hook.first("pager", "ModelServingErrorRateHigh", ERRORS, "resolved"), 60, "errors page to resolve"),
+            "ModelServingQueueing": wait_for(
+                lambda: hook.first("pager", "ModelServingQueueing", QUEUE, "resolved"), 60, "queueing page to resolve"),
+        }
+        finished = time.monotonic()
+
+    pages = {(a["labels"]["alertname"], a["labels"].get("serving_endpoint")) for a in hook.alerts("pager")}
+    endpoints_of = lambda name: {e for n, e in pages if n == name}  # noqa: E731
+    assert endpoints_of("ModelServingQueueing") == {QUEUE}
+    # The queueing endpoint also answers 429 to its overflow, which counts as errors: it may page
+    # for its error ratio (and burn rate) too. The 5xx endpoint never pages for queueing.
+    assert ERRORS in endpoints_of("ModelServingErrorRateHigh")
+    assert endpoints_of("ModelServingErrorRateHigh") <= {ERRORS, QUEUE}
+    assert {n for n, _ in pages} <= {"ModelServingErrorRateHigh", "ModelServingQueueing", "ModelServingErrorBudgetBurn"}
+    everything = hook.alerts()
+    assert not [a for a in everything if a["labels"].get("serving_endpoint") == HEALTHY], "the healthy endpoint was notified"
+    assert not [a for a in everything if a["labels"]["alertname"] in ("ModelServingExporterDown", "ModelServingMetricsStale")]
+
+    print(f"\nend-to-end paging (1 simulated minute = {MINUTE_S:g}s; rules scaled by 1/60):")
+    for name, n in paged.items():
+        print(f"  {name:28s} fault -> webhook      {n.at - fault_at:5.1f}s")
+    for name, n in resolved.items():
+        print(f"  {name:28s} recovery -> resolved  {n.at - recover_at:5.1f}s")
+    print(f"  ModelServingLatencyHigh for {ERRORS} fired and was inhibited by {suppressed} alert(s); no ticket sent")
+    print(f"  pages: {sorted(pages)}")
+    print(f"  whole test {finished - started:5.1f}s")
+    assert finished - started < 150
+
+
+def _slow_down_exporter_down(rule_files: list[Path]) -> None:
+    """Scaled 1/60, ExporterDown's 5m becomes 5 s: less than Prometheus may take to start and scrape
+    on a loaded CI machine, so absent() would page before the first scrape. 30 s keeps the test honest."""
+    for path in rule_files:
+        doc = yaml.safe_load(path.read_text())
+        for group in doc.get("groups", []):
+            for rule in group.get("rules", []):
+                if rule.get("alert") == "ModelServingExporterDown":
+                    rule["for"] = "30s"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def _inhibited(alertmanager_url: str, alertname: str, endpoint: str) -> int:
+    """How many alerts inhibit that alert in Alertmanager; 0 while it is not inhibited."""
+    alerts = requests.get(f"{alertmanager_url}/api/v2/alerts", timeout=5,
+                          params={"filter": [f'alertname="{alertname}"', f'serving_endpoint="{endpoint}"']}).json()
+    for a in alerts:
+        if a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"]:
+            return len(a["status"]["inhibitedBy"])
+    return 0
+
+
+# ---- the whole demo: last in the module, so its processes do not share the machine with the paging test ----
+
 LLM, TRITON = "chat-assistant", "image-tagger"  # the demo's self-hosted servers (exporter/simulator/demo.py)
 
 
@@ -293,95 +387,3 @@ def test_self_hosted_alerts_select_the_demo_servers_in_the_states_they_simulate(
     replicas = {r["metric"]["replica"]: float(r["value"][1])
                 for r in query(prom, f'max by (replica) (model_serving_replica_up{{serving_endpoint="{LLM}"}})')}
     assert sorted(replicas.values()) == [0.0, 1.0], replicas  # the answering replica and the one that is down
-
-
-def set_scenario(simulator: str, endpoint: str, preset: str) -> None:
-    requests.post(f"{simulator}/simulator/v1/endpoints/{endpoint}/scenario", json={"preset": preset},
-                  timeout=5).raise_for_status()
-
-
-@pytest.mark.integration
-def test_pages_arrive_for_exactly_the_failing_endpoints_and_resolve(exporter_stack, tmp_path: Path):
-    prometheus_bin, alertmanager_bin = require_binary("prometheus"), require_binary("prometheus-alertmanager")
-    started = time.monotonic()
-    simulator, target = exporter_stack
-    rules = generate.write(tmp_path / "rules", scale=MINUTE_S / 60)  # production rules, 60x faster
-    _slow_down_exporter_down(rules)
-    with WebhookReceiver() as hook, \
-            alertmanager(alertmanager_bin, alertmanager_config(ALERTMANAGER_EXAMPLE, hook.url), tmp_path) as am, \
-            prometheus(prometheus_bin, rules, target, am, tmp_path) as prom:
-        # Baseline: Prometheus scrapes all three endpoints and the rules see fresh data.
-        wait_for(lambda: len(query(prom, "serving_endpoint:model_serving_data:fresh == 1")) == 3, 30,
-                 "fresh data for the three endpoints in Prometheus")
-        time.sleep(3)  # a few evaluations of a healthy workspace
-        assert hook.snapshot() == [], f"notifications before any fault: {[(a['labels']['alertname'], a['labels'].get('serving_endpoint'), a['labels'].get('reason')) for a in hook.alerts()]}"
-
-        fault_at = time.monotonic()
-        set_scenario(simulator, ERRORS, "error_burst")
-        set_scenario(simulator, QUEUE, "queueing")
-        paged = {
-            "ModelServingErrorRateHigh": wait_for(lambda: hook.first("pager", "ModelServingErrorRateHigh", ERRORS), 60,
-                                                  f"ModelServingErrorRateHigh for {ERRORS}"),
-            "ModelServingQueueing": wait_for(lambda: hook.first("pager", "ModelServingQueueing", QUEUE), 60,
-                                             f"ModelServingQueueing for {QUEUE}"),
-        }
-        # The warnings of the same endpoints (latency, saturation) fire too, held back by the page.
-        suppressed = wait_for(lambda: _inhibited(am, "ModelServingLatencyHigh", ERRORS), 40,
-                              f"ModelServingLatencyHigh for {ERRORS} to fire and be inhibited")
-        assert not [a for a in hook.alerts("ticket") if a["labels"].get("serving_endpoint") in (ERRORS, QUEUE)], \
-            "a warning got through while its endpoint paged"
-
-        recover_at = time.monotonic()
-        set_scenario(simulator, ERRORS, "healthy")
-        set_scenario(simulator, QUEUE, "healthy")
-        resolved = {
-            "ModelServingErrorRateHigh": wait_for(
-                lambda: hook.first("pager", "ModelServingErrorRateHigh", ERRORS, "resolved"), 60, "errors page to resolve"),
-            "ModelServingQueueing": wait_for(
-                lambda: hook.first("pager", "ModelServingQueueing", QUEUE, "resolved"), 60, "queueing page to resolve"),
-        }
-        finished = time.monotonic()
-
-    pages = {(a["labels"]["alertname"], a["labels"].get("serving_endpoint")) for a in hook.alerts("pager")}
-    endpoints_of = lambda name: {e for n, e in pages if n == name}  # noqa: E731
-    assert endpoints_of("ModelServingQueueing") == {QUEUE}
-    # The queueing endpoint also answers 429 to its overflow, which counts as errors: it may page
-    # for its error ratio (and burn rate) too. The 5xx endpoint never pages for queueing.
-    assert ERRORS in endpoints_of("ModelServingErrorRateHigh")
-    assert endpoints_of("ModelServingErrorRateHigh") <= {ERRORS, QUEUE}
-    assert {n for n, _ in pages} <= {"ModelServingErrorRateHigh", "ModelServingQueueing", "ModelServingErrorBudgetBurn"}
-    everything = hook.alerts()
-    assert not [a for a in everything if a["labels"].get("serving_endpoint") == HEALTHY], "the healthy endpoint was notified"
-    assert not [a for a in everything if a["labels"]["alertname"] in ("ModelServingExporterDown", "ModelServingMetricsStale")]
-
-    print(f"\nend-to-end paging (1 simulated minute = {MINUTE_S:g}s; rules scaled by 1/60):")
-    for name, n in paged.items():
-        print(f"  {name:28s} fault -> webhook      {n.at - fault_at:5.1f}s")
-    for name, n in resolved.items():
-        print(f"  {name:28s} recovery -> resolved  {n.at - recover_at:5.1f}s")
-    print(f"  ModelServingLatencyHigh for {ERRORS} fired and was inhibited by {suppressed} alert(s); no ticket sent")
-    print(f"  pages: {sorted(pages)}")
-    print(f"  whole test {finished - started:5.1f}s")
-    assert finished - started < 150
-
-
-def _slow_down_exporter_down(rule_files: list[Path]) -> None:
-    """Scaled 1/60, ExporterDown's 5m becomes 5 s: less than Prometheus may take to start and scrape
-    on a loaded CI machine, so absent() would page before the first scrape. 30 s keeps the test honest."""
-    for path in rule_files:
-        doc = yaml.safe_load(path.read_text())
-        for group in doc.get("groups", []):
-            for rule in group.get("rules", []):
-                if rule.get("alert") == "ModelServingExporterDown":
-                    rule["for"] = "30s"
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
-
-
-def _inhibited(alertmanager_url: str, alertname: str, endpoint: str) -> int:
-    """How many alerts inhibit that alert in Alertmanager; 0 while it is not inhibited."""
-    alerts = requests.get(f"{alertmanager_url}/api/v2/alerts", timeout=5,
-                          params={"filter": [f'alertname="{alertname}"', f'serving_endpoint="{endpoint}"']}).json()
-    for a in alerts:
-        if a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"]:
-            return len(a["status"]["inhibitedBy"])
-    return 0
