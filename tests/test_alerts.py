@@ -18,12 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.catalog import FAMILIES
 from exporter.pipeline.targets import TARGET_CHECKS
 from exporter.pipeline.rules import RULES
-from exporter.simulator import build_demo_workspace
+from exporter.commands import Demo
+from exporter.config import load_settings
 from exporter.simulator.workspace import Workspace
 
 from .alerting import (
     ALERTMANAGER_EXAMPLE, ROOT, RULES_DIR, RUNBOOKS, WebhookReceiver, alerting_rules, alertmanager,
-    alertmanager_config, exporter_daemon, load_generator, prometheus, query, rule_files, rule_test_files,
+    alertmanager_config, exporter_daemon, free_port, load_generator, prometheus, query, rule_files, rule_test_files,
     selectors, wait_for,
 )
 from .conftest import require_binary
@@ -196,56 +197,6 @@ def exporter_stack() -> Iterator[tuple[str, str]]:
         yield simulator, daemon.url.removeprefix("http://")
 
 
-SELF_HOSTED_ONLY = {"requests_running", "time_to_first_token_seconds", "time_to_first_token_mean_seconds",
-                    "time_per_output_token_seconds", "time_per_output_token_mean_seconds", "prompt_tokens_per_second",
-                    "generation_tokens_per_second", "kv_cache_utilization_ratio", "preemptions_per_second",
-                    "replica_up", "replicas_answering_ratio", "recommended_replicas"}
-
-
-@pytest.mark.integration
-def test_rule_selectors_match_the_live_exposition():
-    """Every `metric{label...}` selector in the rules names a family and labels the exporter serves,
-    and every check or rule id it selects exists (the demo workspace shows every condition)."""
-    with exporter_daemon(build_demo_workspace(minute_seconds=MINUTE_S)) as (_, daemon):
-        def exposition() -> dict[str, set[str]]:
-            text = requests.get(f"{daemon.url}/metrics", timeout=5).text
-            labels: dict[str, set[str]] = {}
-            for family in text_string_to_metric_families(text):
-                for sample in family.samples:
-                    labels.setdefault(sample.name, set()).update(sample.labels)
-            return labels
-
-        families = wait_for(lambda: (lambda f: f if "model_serving_remediation" in f and "model_serving_latency_seconds" in f
-                                     else None)(exposition()), 30, "hints and latency in the demo's exposition")
-    checks = set(TARGET_CHECKS.values())
-    rule_ids = {rule.id for rule in RULES}
-    text = "\n".join(p.read_text() for p in rule_files())
-    found = selectors(text)
-    assert found
-    # The Databricks demo has no self-hosted model server: the families only those feed are checked against the
-    # catalog's labels instead (tests/test_golden.py renders them from a self-hosted endpoint).
-    for family in FAMILIES:
-        if family.name in SELF_HOSTED_ONLY:
-            assert family.prometheus_name not in families  # else the demo serves it: drop it from the list
-            families[family.prometheus_name] = set(family.label_names)
-    for name, matchers in found:
-        assert name in families, f"{name} is not exported"
-        for label, op, value in matchers:
-            if value == "" and op == "=":
-                continue  # served_entity="": the endpoint row, whose empty label Prometheus drops
-            assert label in families[name], f"{name} has no label {label}"
-            if label == "check":
-                assert set(value.split("|")) <= checks, value
-            if label == "rule":
-                assert value in rule_ids, value
-    # Labels named in ignoring/on/without/by exist on some family (the scrape adds job and instance, and pod
-    # under the Prometheus Operator; the rules add check and reason themselves).
-    named = {label.strip() for group in re.findall(r"\b(?:ignoring|on|without|by)\s*\(([^)]*)\)", text)
-             for label in group.split(",")}
-    served = set().union(*families.values())
-    assert named - {"job", "instance", "pod", "check", "reason"} <= served, sorted(named - served)
-
-
 def set_scenario(simulator: str, endpoint: str, preset: str) -> None:
     requests.post(f"{simulator}/simulator/v1/endpoints/{endpoint}/scenario", json={"preset": preset},
                   timeout=5).raise_for_status()
@@ -336,3 +287,103 @@ def _inhibited(alertmanager_url: str, alertname: str, endpoint: str) -> int:
         if a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"]:
             return len(a["status"]["inhibitedBy"])
     return 0
+
+
+# ---- the whole demo: last in the module, so its processes do not share the machine with the paging test ----
+
+LLM, TRITON = "chat-assistant", "image-tagger"  # the demo's self-hosted servers (exporter/simulator/demo.py)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Iterator[tuple[Demo, str]]:
+    """The whole demo (commands.Demo: simulated workspace, vLLM and Triton servers, the daemon polling them on
+    the simulated clock) and a real Prometheus evaluating the production rules 60x faster against it.
+    Yields (demo, Prometheus URL). No Alertmanager: these tests read the rules' expressions, not notifications."""
+    tmp = tmp_path_factory.mktemp("demo-rules")
+    running = Demo(load_settings(overrides=dict(listen="127.0.0.1:0", poll_interval_seconds=1, request_timeout_seconds=2,
+                                                retry_budget_seconds=1, max_concurrent_requests=8)), MINUTE_S)
+    try:
+        assert running.daemon.wait_ready(15), "no poll completed"
+        rules = generate.write(tmp / "rules", scale=MINUTE_S / 60)
+        with prometheus(require_binary("prometheus"), rules, running.daemon.url.removeprefix("http://"),
+                        f"http://127.0.0.1:{free_port()}", tmp) as prom:
+            yield running, prom
+    finally:
+        running.stop()
+
+
+def alert_expr(name: str) -> str:
+    [rule] = [r for r in alerting_rules() if r["alert"] == name]
+    return rule["expr"]
+
+
+def selected(prom: str, alert: str) -> set[str]:
+    """The endpoints an alert's expression selects now (pending or firing aside)."""
+    return {r["metric"].get("serving_endpoint") for r in query(prom, alert_expr(alert))}
+
+
+@pytest.mark.integration
+def test_rule_selectors_match_the_live_exposition(demo):
+    """Every `metric{label...}` selector in the rules names a family and labels the exporter serves, and every
+    check or rule id it selects exists: the demo (workspace and self-hosted servers) shows every condition."""
+    running, _ = demo
+
+    def exposition() -> dict[str, set[str]]:
+        text = requests.get(f"{running.daemon.url}/metrics", timeout=5).text
+        labels: dict[str, set[str]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels.setdefault(sample.name, set()).update(sample.labels)
+        return labels
+
+    wanted = ["model_serving_remediation", "model_serving_latency_seconds", "model_serving_kv_cache_utilization_ratio",
+              "model_serving_replicas_answering_ratio", "model_serving_requests_running"]
+    families = wait_for(lambda: (lambda f: f if all(w in f for w in wanted) else None)(exposition()), 30,
+                        "hints, latency and the self-hosted families in the demo's exposition")
+    checks = set(TARGET_CHECKS.values())
+    rule_ids = {rule.id for rule in RULES}
+    text = "\n".join(p.read_text() for p in rule_files())
+    found = selectors(text)
+    assert found
+    for name, matchers in found:
+        assert name in families, f"{name} is not exported"
+        for label, op, value in matchers:
+            if value == "" and op == "=":
+                continue  # served_entity="": the endpoint row, whose empty label Prometheus drops
+            assert label in families[name], f"{name} has no label {label}"
+            if label == "check":
+                assert set(value.split("|")) <= checks, value
+            if label == "rule":
+                assert value in rule_ids, value
+    # Labels named in ignoring/on/without/by exist on some family (the scrape adds job and instance, and pod
+    # under the Prometheus Operator; the rules add check and reason themselves).
+    named = {label.strip() for group in re.findall(r"\b(?:ignoring|on|without|by)\s*\(([^)]*)\)", text)
+             for label in group.split(",")}
+    served = set().union(*families.values())
+    assert named - {"job", "instance", "pod", "check", "reason"} <= served, sorted(named - served)
+
+
+@pytest.mark.integration
+def test_self_hosted_alerts_select_the_demo_servers_in_the_states_they_simulate(demo):
+    """Run by a real Prometheus on the demo's data, each self-hosted alert's expression selects exactly the
+    endpoints whose simulated state calls for it (exporter/simulator/demo.py): chat-assistant's two vLLM replicas
+    run all 2 x 64 sequences with requests waiting and the KV cache ~97 % full, and replica 1 is down in minutes
+    12-14 of every 20; image-tagger (Triton) has a full queue but publishes no running-requests count and has no
+    KV cache, so it pages through ModelServingQueueing, and never for the same queue twice."""
+    _, prom = demo
+    wait_for(lambda: {LLM, TRITON} <= {r["metric"]["serving_endpoint"] for r in
+                                       query(prom, "serving_endpoint:model_serving_data:fresh == 1")}, 30,
+             "fresh self-hosted data in Prometheus")
+    # The full cache and the saturated replicas hold from the first minute; the replica outage starts at minute 12.
+    full = wait_for(lambda: selected(prom, "ModelServingKvCacheSaturated") or None, 20, "KvCacheSaturated")
+    assert full == {LLM}
+    saturated = wait_for(lambda: selected(prom, "ModelServingReplicasSaturated") or None, 20, "ReplicasSaturated")
+    assert saturated == {LLM}
+    queueing = selected(prom, "ModelServingQueueing")
+    assert TRITON in queueing and LLM not in queueing, queueing  # one page per queue
+    down = wait_for(lambda: selected(prom, "ModelServingReplicasDown") or None, 40,
+                    f"ReplicasDown while {LLM}'s replica 1 is down (minutes 12-14)")
+    assert down == {LLM}
+    replicas = {r["metric"]["replica"]: float(r["value"][1])
+                for r in query(prom, f'max by (replica) (model_serving_replica_up{{serving_endpoint="{LLM}"}})')}
+    assert sorted(replicas.values()) == [0.0, 1.0], replicas  # the answering replica and the one that is down

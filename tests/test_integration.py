@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -274,33 +275,83 @@ def test_oauth_token_is_refreshed_before_it_expires(caplog):
         s.stop()
 
 
-def test_demo_shows_its_self_hosted_endpoints_with_hints():
-    """The demo's own pieces (commands.Demo): the simulated vLLM and Triton servers are polled next to the
-    workspace, with figures from their cumulative counters and the hints their states call for. Expected values
-    from the shapes' settings (exporter/simulator/model_servers/): chat-assistant is offered ~15.5 requests/s,
-    image-tagger ~250/s with its queue full at max_queue_size 400 and ~3-12 % of requests rejected."""
+# Hints that only make sense on Databricks Model Serving: its provisioned concurrency, autoscaling, route
+# optimization, scale-to-zero and workspace limits have no counterpart on a self-hosted model server.
+DATABRICKS_ONLY_HINTS = {"autoscaling_disabled", "route_optimization_recommended", "scale_to_zero_in_production",
+                         "concurrency_limit_near", "qps_limit_near", "workspace_limit_near", "gpu_underused"}
+DATABRICKS_TERMS = re.compile(r"provisioned.concurrency|route.optimi|scale.to.zero|workspace", re.I)
+
+
+@pytest.fixture(scope="module")
+def demo_self_hosted() -> Iterator[dict[str, dict]]:
+    """The demo's own pieces (commands.Demo): the simulated vLLM and Triton servers polled next to the workspace.
+    Yields the exporter's /api/v1/endpoints entries by name, read once the hints the tests look at are up."""
     from exporter.commands import Demo
 
     demo = Demo(load_settings(overrides={"listen": "127.0.0.1:0", "poll_interval_seconds": 1}), MINUTE_S)
     try:
-        def self_hosted() -> dict[str, dict] | None:
-            doc = requests.get(f"{demo.daemon.url}/api/v1/endpoints", timeout=5).json()
-            found = {e["name"]: e for e in doc["endpoints"] if e["config"]["platform"] == "self-hosted"}
-            ready = len(found) == 2 and all(e["figures"]["minutes"] >= 3 and e["hints"] for e in found.values())
+        def endpoints() -> dict[str, dict] | None:
+            found = {e["name"]: e for e in requests.get(f"{demo.daemon.url}/api/v1/endpoints", timeout=5).json()["endpoints"]}
+            hosted = [e for e in found.values() if e["config"]["platform"] == "self-hosted"]
+            ready = (len(hosted) == 2 and all(e["figures"]["minutes"] >= 3 and e["hints"] for e in hosted)
+                     and "kv_cache_full" in hints_of(found.get("chat-assistant", {"hints": []}))
+                     and "route_optimization_recommended" in hints_of(found.get("search-ranker", {"hints": []})))
             return found if ready else None
 
-        found = wait_for(self_hosted, 30, "both self-hosted endpoints with three minutes and a hint")
-        chat, tagger = found["chat-assistant"], found["image-tagger"]
-        assert (chat["config"]["server"], tagger["config"]["server"]) == ("vllm", "triton")
-        assert 12 < chat["figures"]["qps"] < 19
-        assert 220 < tagger["figures"]["qps"] < 280
-        assert abs(tagger["figures"]["queue_depth"] - 400) < 20
-        assert 0.02 < tagger["figures"]["error_ratio"] < 0.15
-        assert "queueing" in {h["id"] for h in chat["hints"]}
-        assert {"queueing", "errors_high"} <= {h["id"] for h in tagger["hints"]}
-        assert all(any(ch.isdigit() for ch in h["detail"]) for e in found.values() for h in e["hints"])
-        # The Databricks endpoints are still there beside them.
-        names = {e["name"] for e in requests.get(f"{demo.daemon.url}/api/v1/endpoints", timeout=5).json()["endpoints"]}
-        assert {"fraud-scorer", "recommender"} <= names
+        yield wait_for(endpoints, 30, "both self-hosted endpoints with three minutes, chat-assistant's KV-cache hint "
+                                      "and search-ranker's route-optimization hint")
     finally:
         demo.stop()
+
+
+def hints_of(endpoint: dict) -> dict[str, str]:
+    return {h["id"]: h["detail"] for h in endpoint["hints"]}
+
+
+def test_demo_shows_its_self_hosted_endpoints_with_hints(demo_self_hosted: dict[str, dict]):
+    """Figures from the servers' cumulative counters and the hints their states call for. Expected values from the
+    shapes' settings (exporter/simulator/demo.py, model_servers/): chat-assistant's two vLLM replicas (64 sequences
+    each) are offered ~15.5 requests/s, ~10 % more than they serve, so requests wait and the KV cache is ~97 % full;
+    image-tagger (Triton, 24 concurrent executions) is offered ~250/s with its queue full at max_queue_size 400 and
+    ~3-12 % of requests rejected."""
+    chat, tagger = demo_self_hosted["chat-assistant"], demo_self_hosted["image-tagger"]
+    assert (chat["config"]["server"], tagger["config"]["server"]) == ("vllm", "triton")
+    assert 12 < chat["figures"]["qps"] < 19
+    assert 220 < tagger["figures"]["qps"] < 280
+    assert abs(tagger["figures"]["queue_depth"] - 400) < 20
+    assert 0.02 < tagger["figures"]["error_ratio"] < 0.15
+    chat_hints, tagger_hints = hints_of(chat), hints_of(tagger)
+    assert {"queueing", "kv_cache_full"} <= set(chat_hints)
+    assert {"queueing", "errors_high"} <= set(tagger_hints)
+    assert "kv_cache_full" not in tagger_hints  # Triton serving an image model has no KV cache
+    full = re.search(r"KV cache ([\d.]+)% full", chat_hints["kv_cache_full"])
+    assert full and 93 <= float(full.group(1)) <= 100, chat_hints["kv_cache_full"]
+    # A model server's capacity is its replicas: the queueing advice is a number of replicas, in its own terms.
+    for name, hints in (("chat-assistant", chat_hints), ("image-tagger", tagger_hints)):
+        assert re.search(r"run \d+ replicas \(add [1-9]\d*", hints["queueing"]), (name, hints["queueing"])
+        assert not DATABRICKS_ONLY_HINTS & set(hints), (name, sorted(hints))
+        assert not [d for d in hints.values() if DATABRICKS_TERMS.search(d)], (name, hints)
+    assert all(any(ch.isdigit() for ch in d) for hints in (chat_hints, tagger_hints) for d in hints.values())
+    # The Databricks endpoints are still there beside them, with their own platform's advice.
+    assert {"fraud-scorer", "recommender"} <= set(demo_self_hosted)
+    assert "route_optimization_recommended" in hints_of(demo_self_hosted["search-ranker"])
+
+
+@pytest.mark.xfail(strict=True, reason="bug: the queueing hint of a self-hosted server sizes replicas for running + "
+                   "waiting requests (a backlog capped by clients giving up), not for the offered load: chat-assistant "
+                   "is told to run 7 replicas while its concurrency_undersized hint (and the load) says 3")
+def test_demo_queueing_advice_sizes_replicas_for_the_load(demo_self_hosted: dict[str, dict]):
+    """chat-assistant is offered ~10 % more than its 2 x 64 sequence slots serve (~141 concurrent requests at
+    ~15.5 requests/s x ~9.1 s): with the 15 % headroom that is 3 replicas of 64 (4 at the busiest minute at most)."""
+    detail = hints_of(demo_self_hosted["chat-assistant"])["queueing"]
+    wanted = re.search(r"run (\d+) replicas", detail)
+    assert wanted and int(wanted.group(1)) <= 4, detail
+
+
+@pytest.mark.xfail(strict=True, reason="bug: Triton's REJECTED failures (queue past max_queue_size) are counted as 5xx, "
+                   "so the errors hint blames the model ('server errors lead — read the service logs') for what is "
+                   "overload, and no throttled hint appears")
+def test_demo_triton_rejections_are_advised_as_overload(demo_self_hosted: dict[str, dict]):
+    """image-tagger's failures are all the overflow its full queue rejects (the simulator's only failure)."""
+    hints = hints_of(demo_self_hosted["image-tagger"])
+    assert "server errors lead" not in hints["errors_high"], hints["errors_high"]
