@@ -337,9 +337,6 @@ def test_demo_shows_its_self_hosted_endpoints_with_hints(demo_self_hosted: dict[
     assert "route_optimization_recommended" in hints_of(demo_self_hosted["search-ranker"])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the queueing hint of a self-hosted server sizes replicas for running + "
-                   "waiting requests (a backlog capped by clients giving up), not for the offered load: chat-assistant "
-                   "is told to run 7 replicas while its concurrency_undersized hint (and the load) says 3")
 def test_demo_queueing_advice_sizes_replicas_for_the_load(demo_self_hosted: dict[str, dict]):
     """chat-assistant is offered ~10 % more than its 2 x 64 sequence slots serve (~141 concurrent requests at
     ~15.5 requests/s x ~9.1 s): with the 15 % headroom that is 3 replicas of 64 (4 at the busiest minute at most)."""
@@ -348,9 +345,6 @@ def test_demo_queueing_advice_sizes_replicas_for_the_load(demo_self_hosted: dict
     assert wanted and int(wanted.group(1)) <= 4, detail
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Triton's REJECTED failures (queue past max_queue_size) are counted as 5xx, "
-                   "so the errors hint blames the model ('server errors lead — read the service logs') for what is "
-                   "overload, and no throttled hint appears")
 def test_demo_triton_rejections_are_advised_as_overload(demo_self_hosted: dict[str, dict]):
     """image-tagger's failures are all the overflow its full queue rejects (the simulator's only failure)."""
     hints = hints_of(demo_self_hosted["image-tagger"])

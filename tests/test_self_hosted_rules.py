@@ -30,9 +30,10 @@ def fired(figs, endpoint=CHAT, replicas=UP + (DOWN,)) -> dict[str, str]:
 def test_llm_queueing_at_capacity_asks_for_replicas():
     hits = fired(figures(queue_depth=100.0, queue_depth_method="server", requests_running=500.0))
     # 500 running >= 0.9 x 512: saturated. 600 in flight x 1.15 / 256 per replica = 2.7 -> 3 replicas, 1 more.
-    assert ("queue depth 100.0 (the server's own count of waiting requests) over its target 0: 500.0 running + 100.0 "
-            "waiting need 600.0 concurrent requests against 512 — run 3 replicas (add 1: 600.0 concurrent requests / "
-            "256 per replica, +15% headroom)") == hits["queueing"]
+    # Sized for what runs (500, more than the load's 1.9), not running + the waiting backlog: 500 x 1.15 / 256 -> 3.
+    assert ("queue depth 100.0 (the server's own count of waiting requests) over its target 0: 500.0 running (more "
+            "than the load's 1.9) need 500.0 concurrent requests against 512 — run 3 replicas (add 1: 500.0 concurrent "
+            "requests / 256 per replica, +15% headroom)") == hits["queueing"]
 
 
 def test_queueing_below_capacity_with_a_full_kv_cache_points_at_the_cache():

@@ -260,6 +260,10 @@ def _errors_high(c: Context) -> str | None:
     f = c.figures
     e4, e5 = f.error_ratio_4xx or 0.0, f.error_ratio_5xx or 0.0
     head = f"error ratio {_pct(f.error_ratio or 0)} exceeds its target {_pct(c.targets['error_ratio'] or 0)} (5xx {_pct(e5)}, 4xx {_pct(e4)})"
+    if e5 >= e4 and c.saturated:
+        return (f"{head}: 5xx lead while the endpoint is saturated — an overloaded server answers 503 for what its "
+                "full queue rejects (Triton: REJECTED), a capacity problem: add capacity (see the queueing hint), then "
+                "read the service logs for what remains")
     if e5 >= e4:
         return f"{head}: server errors lead — read the endpoint's service logs and the model's errors"
     if c.saturated:
@@ -310,11 +314,14 @@ def _queueing_self_hosted(c: Context) -> str:
     something else holds requests back (an LLM server: a full KV cache admits no more sequences)."""
     f, cap = c.figures, c.capacity
     running = f.requests_running
+    # Sized for the offered load (Little's law over the service time) and at least what runs now, not for running +
+    # waiting: the waiting count is a backlog, bounded by clients giving up, and would over-size the fleet.
+    need, basis = c.need(f.qps_max if f.qps_max is not None else f.qps), "the busiest minute's load"
     if running is not None and f.queue_depth_method == "server":
-        need = running + (f.queue_depth or 0)  # in flight, counted by the server itself
-        basis = f"{running:.1f} running + {f.queue_depth:.1f} waiting"
-    else:
-        need, basis = c.need(f.qps_max if f.qps_max is not None else f.qps), "the busiest minute's load"
+        if need is None:  # without a service time: what the server holds, counted by itself
+            need, basis = running + (f.queue_depth or 0), f"{running:.1f} running + {f.queue_depth:.1f} waiting"
+        elif running > need:
+            need, basis = running, f"{running:.1f} running (more than the load's {need:.1f})"
     if running is not None and cap and running < c.t.saturation_ratio * cap:
         if c.breached("kv_cache_utilization"):
             return (f" with only {running:.1f} of {cap:g} running: the KV cache ({_pct(f.kv_cache_ratio or 0)}) is full, "
