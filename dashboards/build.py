@@ -427,15 +427,17 @@ def endpoint() -> dm.Dashboard:
     b = b.with_row(db.Row("Latency and traffic"))
     b = b.with_panel(dashed(ts(
         "Latency", "s",
-        "P50/P90/P99 over the exporter's analysis window (model_serving_latency_seconds); P99 of the "
-        "synthesised histogram over $__rate_interval; the endpoint's latency targets (model_serving_target), "
-        "dashed.",
+        "P50/P90/P99 and the mean over the exporter's analysis window (model_serving_latency_seconds, "
+        "model_serving_latency_mean_seconds: a server that publishes only sums and counts, such as Triton or "
+        "TorchServe, has the mean alone); P99 of the synthesised histogram over $__rate_interval; the endpoint's "
+        "latency targets (model_serving_target), dashed.",
         query(f"max by (percentile) (model_serving_latency_seconds{{{ES}}})", "{{percentile}}", "A"),
         query(f"histogram_quantile(0.99, max by (le) "
               f"(rate(model_serving_request_duration_seconds_bucket{{{ES}}}[$__rate_interval])))",
               "p99 (histogram, $__rate_interval)", "B"),
         query(f'max by (check) (model_serving_target{{{E}, check=~"latency_p50|latency_p90|latency_p99"}})',
-              "target {{check}}", "C")), "^target .*"))
+              "target {{check}}", "C"),
+        query(f"max(model_serving_latency_mean_seconds{{{ES}}})", "mean", "D")), "^target .*"))
     b = b.with_panel(ts(
         "Requests per second", "reqps", "QPS over the exporter's analysis window.",
         query(f"max(model_serving_requests_per_second{{{ES}}})", "QPS", "A")))

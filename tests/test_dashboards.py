@@ -489,9 +489,6 @@ def test_fleet_totals_count_each_endpoint_once_across_replicas(stack: Stack):
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason="bug: no dashboard panel shows model_serving_latency_mean_seconds, so a server "
-                   "that publishes only mean latency (Triton: cumulative duration counters, no histogram) shows no "
-                   "latency at all (its P99 histogram_quantile is NaN over a lone +Inf bucket)")
 def test_the_latency_panels_show_a_mean_only_server(stack: Stack):
     """image-tagger's mean latency is ~1.8 s, nearly all queueing (queue full at max_queue_size 400 for 24
     concurrent executions): the endpoint dashboard's Latency panel must show it (the overview's latency
