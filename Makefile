@@ -21,9 +21,9 @@ fuzz: $(VENV)/.installed  ## the nightly-size fuzzing of the metrics parser and 
 	FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest tests/test_fuzz_parser.py tests/test_fuzz_config.py
 
 generate: $(VENV)/.installed  ## regenerate every derived file (tests fail when one is stale)
-	$(BIN)/python docs/generate.py
 	$(BIN)/python alerts/generate.py
 	$(BIN)/python dashboards/build.py
+	$(BIN)/python docs/generate.py  # after alerts and dashboards: the series-cost table reads them
 	$(BIN)/python helm/sync.py
 
 $(VENV)/.installed: pyproject.toml
