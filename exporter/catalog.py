@@ -10,8 +10,11 @@ computation in the pipeline.
 Scopes say what a family's `read` receives and which labels come first:
 
 - `series`: a SeriesReport — the endpoint as a whole (`served_entity=""`) or one served entity;
-  labels `serving_endpoint`, `served_entity`, then the family's own.
-- `endpoint`: an EndpointReport; label `serving_endpoint`, then the family's own.
+  labels `workspace`, `serving_endpoint`, `served_entity`, then the family's own.
+- `endpoint`: an EndpointReport; labels `workspace`, `serving_endpoint`, then the family's own.
+
+`workspace` is `EndpointInfo.workspace`: the configured name of a `workspaces:` entry, the host of the one
+workspace of `databricks:`, or "" (an absent label) for a self-hosted endpoint.
 - `exporter`: the Snapshot; only the family's own labels.
 
 `read` yields `(label values, value)`: a float for gauges and counters (None: no sample), a
@@ -33,7 +36,9 @@ from .pipeline.targets import SERVER_CHECKS
 PREFIX = "model_serving_"
 ENDPOINT_LABEL = "serving_endpoint"  # not `endpoint`: the Prometheus Operator puts that on every target
 ENTITY_LABEL = "served_entity"  # "" is the endpoint as a whole
-SCOPE_LABELS = {"series": (ENDPOINT_LABEL, ENTITY_LABEL), "endpoint": (ENDPOINT_LABEL,), "exporter": ()}
+WORKSPACE_LABEL = "workspace"  # two workspaces may each have an endpoint of the same name
+SCOPE_LABELS = {"series": (WORKSPACE_LABEL, ENDPOINT_LABEL, ENTITY_LABEL), "endpoint": (WORKSPACE_LABEL, ENDPOINT_LABEL),
+                "exporter": ()}
 # Units, in words the sinks translate (Datadog's names are in sinks/datadog/points.py).
 Unit = Literal["seconds", "ratio", "requests", "requests_per_second", "tokens_per_second", "per_second", "errors",
                "timestamp", "replicas", ""]
@@ -172,7 +177,8 @@ def _polls(snap: Snapshot) -> Samples:
 
 
 def _fetch_errors(snap: Snapshot) -> Samples:
-    return (((endpoint, call, reason), n) for (endpoint, call, reason), n in sorted(snap.fetch_errors.items()))
+    return (((workspace, endpoint, call, reason), n)
+            for (workspace, endpoint, call, reason), n in sorted(snap.fetch_errors.items()))
 
 
 def _workspace(read: Callable[[Any], float]) -> Callable[[Snapshot], Samples]:
@@ -363,7 +369,7 @@ FAMILIES: tuple[Family, ...] = (
            "Snapshot.polls", _polls, ("result",), POLL),
     Family("exporter_fetch_errors", "counter", "exporter", "errors",
            "Failures by endpoint, call (detail, metrics) and reason (HTTP status class, timeout, parse_error, deadline, ...).",
-           "Snapshot.fetch_errors", _fetch_errors, (ENDPOINT_LABEL, "call", "reason"), Datadog("poll", skip_zero=True)),
+           "Snapshot.fetch_errors", _fetch_errors, (WORKSPACE_LABEL, ENDPOINT_LABEL, "call", "reason"), Datadog("poll", skip_zero=True)),
     Family("exporter_api_requests", "counter", "exporter", "requests",
            "Calls to the platform's API by call (list, detail, metrics, token) and outcome (2xx, 3xx, 429, 4xx, 5xx, "
            "timeout, connection), retries included: what the exporter costs the workspace's rate limits.",

@@ -83,7 +83,7 @@ class WorkspaceAnalysis:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._state: dict[str, _Held] = {}
+        self._state: dict[tuple[str, str], _Held] = {}  # by EndpointInfo.key
 
     def apply(self, snap: Snapshot, immediate: bool = False) -> Snapshot:
         """The snapshot with its usage and hints. `immediate`: fire without hysteresis (one-shot commands)."""
@@ -94,7 +94,7 @@ class WorkspaceAnalysis:
         reports = []
         for report in snap.endpoints:
             info = report.info
-            state = self._state.setdefault(info.name, _Held())
+            state = self._state.setdefault(info.key, _Held())
             detail = None
             if info.name in named:  # the others' condition does not hold: no need for their settings
                 thresholds, disabled = remediation.for_endpoint(info)
@@ -114,6 +114,6 @@ class WorkspaceAnalysis:
                 hint = Hint(RULE.id, RULE.severity, RULE.summary, state.detail, state.since_s)
                 report = replace(report, hints=report.hints + (hint,))
             reports.append(report)
-        for gone in set(self._state) - {r.info.name for r in snap.endpoints}:
+        for gone in set(self._state) - {r.info.key for r in snap.endpoints}:
             del self._state[gone]
         return replace(snap, endpoints=tuple(reports), usage=found)
