@@ -402,7 +402,7 @@ def test_a_fetch_is_cut_at_the_poll_deadline_and_tried_again_at_the_next_poll(se
             assert status["fast"].up and not status["slow"].up
             assert status["slow"].last_error.startswith("deadline: ") and "before the deadline" in status["slow"].last_error
         assert sum(1 for path, _ in server.requests if "/slow/" in path) == 2  # one request per poll, none left over
-        assert snap.fetch_errors[("slow", "metrics", "deadline")] == 2
+        assert snap.fetch_errors[(snap.workspace, "slow", "metrics", "deadline")] == 2
         assert snap.api_requests[("metrics", "timeout")] == 2  # an API outcome: no answer in time
         release.set()
         assert {r.info.name: r.status.up for r in poller.poll().endpoints} == {"fast": True, "slow": True}

@@ -260,13 +260,13 @@ class Translator:
                      gone: bool = False) -> Iterator[HintEvent]:
         before = self._hints.get(key, {})
         active = {h.id: h for h in hints}
-        endpoint = f"{key[0]}/{key[1]}" if key[0] else key[1]  # as events name it
+        workspace, endpoint = key  # the workspace is in the tags and the aggregation key
         for rule, hint in active.items():
             if rule not in before:
-                yield _event(endpoint, hint, True, ep_tags, int(hint.since_s or now))
+                yield _event(endpoint, hint, True, ep_tags, int(hint.since_s or now), workspace=workspace)
         for rule, hint in before.items():
             if rule not in active:
-                yield _event(endpoint, hint, False, ep_tags, now, gone)
+                yield _event(endpoint, hint, False, ep_tags, now, gone, workspace)
         self._hints[key] = active
 
 
@@ -295,7 +295,8 @@ def _endpoint_tags(key: tuple[str, str]) -> tuple[str, ...]:
     return ((tag(WORKSPACE_LABEL, workspace),) if workspace else ()) + (tag(TAG_KEYS[ENDPOINT_LABEL], name),)
 
 
-def _event(endpoint: str, hint: Hint, active: bool, ep_tags: tuple[str, ...], when: int, gone: bool = False) -> HintEvent:
+def _event(endpoint: str, hint: Hint, active: bool, ep_tags: tuple[str, ...], when: int, gone: bool = False,
+           workspace: str = "") -> HintEvent:
     state = "active" if active else "cleared"
     title = f"{endpoint}: {hint.summary}" + ("" if active else " (cleared)")
     if active:
@@ -308,7 +309,7 @@ def _event(endpoint: str, hint: Hint, active: bool, ep_tags: tuple[str, ...], wh
     text = "%%% \n" + "\n\n".join(p for p in (lead, detail, f"Rule: {REMEDIATION_DOCS}#{hint.id}") if p) + "\n %%%"
     if len(text) > 4000:  # the API's limit on `text`
         text = text[:3990] + "…\n %%%"
-    key = f"serving-exporter:{endpoint}:{hint.id}"
+    key = f"serving-exporter:{workspace + '/' if workspace else ''}{endpoint}:{hint.id}"
     if len(key) > 100:  # the API's limit on `aggregation_key`
         key = "serving-exporter:" + hashlib.sha256(key.encode()).hexdigest()[:64]
     tags = tuple(sorted(set(ep_tags + (tag("rule", hint.id), tag("severity", hint.severity), "event_type:remediation_hint",
