@@ -211,7 +211,7 @@ def test_hint_events_fire_once_per_transition(polls):
     assert [(e.rule, e.alert_type) for e in events] == [("cpu_high", "warning")]
     _, events = translator.translate(with_hints(snap, "recommender", (hint("cpu_high", "warning", "CPU 95%"),)))
     assert [(e.rule, e.active, e.alert_type, e.aggregation_key) for e in events] == [
-        ("queueing", False, "success", "serving-exporter:recommender:queueing")]
+        ("queueing", False, "success", f"serving-exporter:{snap.workspace}/recommender:queueing")]
     assert "cleared" in events[0].title and "hint_state:cleared" in events[0].tags
     # The endpoint disappears while its hint is active: the hint clears.
     gone = replace(snap, endpoints=tuple(r for r in snap.endpoints if r.info.name != "recommender"))

@@ -214,7 +214,7 @@ class Poller:
             report, state_errors = state.published(self.deadline_s, self._blank_report)
             reports.append(report)
             errors.update({(*state.info.key, call, reason): n for (call, reason), n in state_errors.items()})
-        api_requests, api_retries = self.source.usage.totals()
+        api_requests, api_retries = self._api_usage()
         self.snapshot = Snapshot(
             endpoints=tuple(reports),
             api_requests=api_requests,
@@ -287,6 +287,17 @@ class Poller:
                 log.exception("unexpected error polling endpoint %s", named(state.info))
                 self._failed(state, "internal_error", f"{type(exc).__name__}", self.clock())
             self._finish(state)
+
+    def _api_usage(self) -> tuple[dict[tuple[str, str, str], float], dict[tuple[str, str], float]]:
+        """The API calls and retries so far, by workspace: each workspace has its own rate limits."""
+        usages = getattr(self.source, "usages", None)
+        calls: Counter[tuple[str, str, str]] = Counter()
+        retries: Counter[tuple[str, str]] = Counter()
+        for workspace, usage in usages() if usages else [(self.source.workspace, self.source.usage)]:
+            c, r = usage.totals()
+            calls.update({(workspace or "", call, outcome): n for (call, outcome), n in c.items()})
+            retries.update({(workspace or "", call): n for call, n in r.items()})
+        return dict(calls), dict(retries)
 
     def _where(self, info: EndpointInfo) -> dict[str, str | None]:
         """The workspace argument for a source that serves several (CompositeSource); others take the name alone."""

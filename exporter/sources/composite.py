@@ -21,13 +21,13 @@ from collections import Counter
 from collections.abc import Sequence
 
 from ..model import EndpointInfo
-from .base import FetchError, Observation, Source
+from .base import ApiUsage, FetchError, Observation, Source
 
 log = logging.getLogger(__name__)
 
 
 class _Usage:
-    """The sources' API usage added up (the poller reads `totals()`)."""
+    """The sources' API usage added up (the poller reads each source's apart: `CompositeSource.usages`)."""
 
     def __init__(self, sources: Sequence[Source]):
         self._sources = sources
@@ -66,6 +66,10 @@ class CompositeSource:
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         return next(s.loop for s in self.sources if hasattr(s, "fetch_async"))  # type: ignore[attr-defined]
+
+    def usages(self) -> list[tuple[str | None, ApiUsage]]:
+        """Each source's API usage with its workspace: the exporter counts calls per workspace."""
+        return [(s.workspace, s.usage) for s in self.sources]
 
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
         # `fetch_async` only when some source has one (the poller checks with hasattr).
