@@ -370,6 +370,11 @@ FAMILIES: tuple[Family, ...] = (
     Family("exporter_fetch_errors", "counter", "exporter", "errors",
            "Failures by workspace, endpoint, call (detail, metrics) and reason (HTTP status class, timeout, parse_error, deadline, ...).",
            "Snapshot.fetch_errors", _fetch_errors, (WORKSPACE_LABEL, ENDPOINT_LABEL, "call", "reason"), Datadog("poll", skip_zero=True)),
+    Family("exporter_list_errors", "counter", "exporter", "errors",
+           "Failed listings of a workspace's (or the self-hosted) endpoints by reason; the endpoints listed last "
+           "stay polled, and those of other workspaces are unaffected.",
+           "Snapshot.list_errors", lambda s: ((key, n) for key, n in sorted(s.list_errors.items())),
+           (WORKSPACE_LABEL, "reason"), Datadog("poll", skip_zero=True)),
     Family("exporter_api_requests", "counter", "exporter", "requests",
            "Calls to the platform's API by workspace, call (list, detail, metrics, token) and outcome (2xx, 3xx, 429, 4xx, 5xx, "
            "timeout, connection), retries included: what the exporter costs the workspace's rate limits.",

@@ -377,6 +377,7 @@ class Snapshot:
     poll_duration_s: float | None = None
     polls: dict[str, float] = field(default_factory=dict)  # outcome -> count
     fetch_errors: dict[tuple[str, str, str, str], float] = field(default_factory=dict)  # (workspace, endpoint, call, reason) -> count
+    list_errors: dict[tuple[str, str], float] = field(default_factory=dict)  # (workspace, reason) -> failed listings
     api_requests: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (workspace, call, outcome) -> count
     api_retries: dict[tuple[str, str], float] = field(default_factory=dict)  # (workspace, call) -> count
     discovered: int = 0

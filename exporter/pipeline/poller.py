@@ -145,6 +145,7 @@ class Poller:
         self.window_minutes = max(1, math.ceil(settings.window_seconds / 60))
         self.states: dict[tuple[str, str], EndpointState] = {}  # by EndpointInfo.key: (workspace, name)
         self.poll_outcomes: Counter[str] = Counter()
+        self.list_errors: Counter[tuple[str, str]] = Counter()  # (workspace, reason) -> failed listings
         self.discovered = 0
         self.last_list_error: str | None = None
         self.snapshot = Snapshot(workspace=source.workspace)
@@ -183,6 +184,8 @@ class Poller:
             reason = exc.reason if isinstance(exc, FetchError) else "internal_error"
             log.warning("listing endpoints failed (%s): %s", reason, exc, exc_info=not isinstance(exc, FetchError))
             self.poll_outcomes["list_failed"] += 1
+            if not hasattr(self.source, "list_errors"):  # a composite counts each of its sources' own
+                self.list_errors[(self.source.workspace or "", reason)] += 1
             self.last_list_error = f"{reason}: {exc}"
             listing = None
         if listing is not None:
@@ -223,6 +226,7 @@ class Poller:
             poll_duration_s=finished - started,
             polls=dict(self.poll_outcomes),
             fetch_errors=errors,
+            list_errors=dict(getattr(self.source, "list_errors", self.list_errors)),
             discovered=self.discovered,
             workspace=self.source.workspace,
             shard=self.settings.shard(),

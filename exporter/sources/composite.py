@@ -54,7 +54,7 @@ class CompositeSource:
         self.usage = _Usage(self.sources)  # type: ignore[assignment]
         self._listed: dict[int, list[EndpointInfo]] = {}  # source index -> its last good listing
         self._owner: dict[tuple[str, str], Source] = {}  # EndpointInfo.key -> its source
-        self.list_errors: Counter[tuple[str, str]] = Counter()  # (platform or workspace, reason) -> count
+        self.list_errors: Counter[tuple[str, str]] = Counter()  # (workspace or "", reason) -> count
         self.collisions: Counter[str] = Counter()  # endpoint name -> listings that left a namesake out
 
     @property
@@ -84,7 +84,7 @@ class CompositeSource:
             except Exception as exc:  # FetchError, or a bug: the other sources' endpoints stay
                 reason = exc.reason if isinstance(exc, FetchError) else "internal_error"
                 where = source.workspace or source.platform
-                self.list_errors[(where, reason)] += 1
+                self.list_errors[(source.workspace or "", reason)] += 1
                 log.warning("listing the %s endpoints failed (%s): %s; keeping its last good listing (%s endpoints)",
                             where, reason, exc, len(self._listed[i]) if i in self._listed else "no")
         if not self._listed:
