@@ -182,17 +182,21 @@ def _fetch_errors(snap: Snapshot) -> Samples:
 
 
 def _workspace(read: Callable[[Any], float]) -> Callable[[Snapshot], Samples]:
-    return lambda snap: (((str(snap.shard[0]),), read(snap.usage)),) if snap.usage is not None else ()
+    return lambda snap: (((w, str(snap.shard[0])), read(u)) for w, u in sorted(snap.usages.items()))
 
 
 def _workspace_limits(snap: Snapshot) -> Samples:
-    u, shard = snap.usage, str(snap.shard[0])
-    return (((shard, "requests_per_second"), u.qps_limit), ((shard, "concurrent_requests"), u.concurrency_limit)) if u else ()
+    shard = str(snap.shard[0])
+    for w, u in sorted(snap.usages.items()):
+        yield (w, shard, "requests_per_second"), u.qps_limit
+        yield (w, shard, "concurrent_requests"), u.concurrency_limit
 
 
 def _workspace_ratios(snap: Snapshot) -> Samples:
-    u, shard = snap.usage, str(snap.shard[0])
-    return (((shard, "requests_per_second"), u.qps_ratio), ((shard, "concurrent_requests"), u.concurrency_ratio)) if u else ()
+    shard = str(snap.shard[0])
+    for w, u in sorted(snap.usages.items()):
+        yield (w, shard, "requests_per_second"), u.qps_ratio
+        yield (w, shard, "concurrent_requests"), u.concurrency_ratio
 
 
 def _reload(read: Callable[[Any], float]) -> Callable[[Snapshot], Samples]:
@@ -334,29 +338,30 @@ FAMILIES: tuple[Family, ...] = (
            "PollStatus.last_success_s", lambda r: (((), r.status.last_success_s),), datadog=POLL),
     Family("exporter_fetch_duration_seconds", "gauge", "endpoint", "seconds", "Duration of the endpoint's last metrics fetch.",
            "PollStatus.duration_s", lambda r: (((), r.status.duration_s),), datadog=POLL),
-    # The workspace's standard endpoints together (pipeline/workspace.py). A replica sees its shard's endpoints
-    # only (label shard_index): the workspace's figures are the sum over shards (docs/metrics.md).
+    # Each workspace's standard endpoints together (pipeline/workspace.py; label workspace: limits are per
+    # workspace). A replica sees its shard's endpoints only (label shard_index): the workspace's figures are the
+    # sum over shards (docs/metrics.md).
     Family("workspace_requests_per_second", "gauge", "exporter", "requests_per_second",
            "QPS of the standard (not route-optimized) endpoints of this shard, summed (window means); the workspace "
            "shares about 200 among them. Sum over shard_index.",
-           "WorkspaceUsage.qps", _workspace(lambda u: u.qps), ("shard_index",), POLL),
+           "WorkspaceUsage.qps", _workspace(lambda u: u.qps), (WORKSPACE_LABEL, "shard_index"), POLL),
     Family("workspace_concurrent_requests", "gauge", "exporter", "requests",
            "Concurrent requests to the standard endpoints of this shard: the sum of QPS x mean latency (Little's law). "
            "Sum over shard_index.",
-           "WorkspaceUsage.concurrent_requests", _workspace(lambda u: u.concurrent_requests), ("shard_index",), POLL),
+           "WorkspaceUsage.concurrent_requests", _workspace(lambda u: u.concurrent_requests), (WORKSPACE_LABEL, "shard_index"), POLL),
     Family("workspace_standard_endpoints", "gauge", "exporter", "",
            "Standard (not route-optimized) endpoints in this shard's workspace totals.",
-           "WorkspaceUsage.endpoints", _workspace(lambda u: float(u.endpoints)), ("shard_index",), POLL),
+           "WorkspaceUsage.endpoints", _workspace(lambda u: float(u.endpoints)), (WORKSPACE_LABEL, "shard_index"), POLL),
     Family("workspace_limit", "gauge", "exporter", "",
            "Limit the workspace sets on its standard endpoints together (workspace_limits): requests_per_second or "
-           "concurrent_requests.", "workspace_limits", _workspace_limits, ("shard_index", "limit"), POLL),
+           "concurrent_requests.", "workspace_limits", _workspace_limits, (WORKSPACE_LABEL, "shard_index", "limit"), POLL),
     Family("workspace_limit_usage_ratio", "gauge", "exporter", "ratio",
            "Share of a workspace limit the standard endpoints of this shard use. Sum over shard_index for the workspace's.",
-           "WorkspaceUsage.qps_ratio, concurrency_ratio", _workspace_ratios, ("shard_index", "limit"), POLL),
+           "WorkspaceUsage.qps_ratio, concurrency_ratio", _workspace_ratios, (WORKSPACE_LABEL, "shard_index", "limit"), POLL),
     Family("workspace_limit_usage_ratio_threshold", "gauge", "exporter", "ratio",
            "Share of a workspace limit from which the workspace_limit_near hint and the ModelServingWorkspaceLimitNear "
            "alert fire (workspace_limits.usage_ratio_threshold).",
-           "WorkspaceUsage.threshold", _workspace(lambda u: u.threshold), ("shard_index",), POLL),
+           "WorkspaceUsage.threshold", _workspace(lambda u: u.threshold), (WORKSPACE_LABEL, "shard_index"), POLL),
     # The exporter itself.
     Family("exporter_build", "info", "exporter", "", "Version of serving-exporter.", "the package version",
            _build, info_labels=("version", "python_version")),

@@ -383,8 +383,14 @@ class Snapshot:
     discovered: int = 0
     workspace: str | None = None
     shard: tuple[int, int] = (0, 1)  # (index, count)
-    usage: WorkspaceUsage | None = None  # this replica's standard endpoints against the workspace limits
+    # This replica's standard endpoints against the limits of their workspace, by workspace (`workspace` label).
+    usages: dict[str, WorkspaceUsage] = field(default_factory=dict)
     config_reload: ConfigReload | None = None  # set by the daemon (a one-shot poll has none)
+
+    @property
+    def usage(self) -> WorkspaceUsage | None:
+        """The workspace usage where the snapshot has one workspace (None with several: see `usages`)."""
+        return next(iter(self.usages.values())) if len(self.usages) == 1 else None
 
     @property
     def ready(self) -> bool:

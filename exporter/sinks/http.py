@@ -52,7 +52,8 @@ def snapshot_json(snap: Snapshot) -> dict[str, Any]:
         "completed_at": snap.completed_at_s,
         "poll_duration_seconds": snap.poll_duration_s,
         "shard": {"index": snap.shard[0], "count": snap.shard[1]},
-        "workspace_usage": _plain(snap.usage) if snap.usage else None,
+        "workspace_usage": _plain(snap.usage) if snap.usage else None,  # one workspace; several: by workspace
+        "workspace_usages": {w: _plain(u) for w, u in snap.usages.items()},
         "endpoints": endpoints,
     }
 
