@@ -163,8 +163,9 @@ def test_two_workspaces_show_both_and_survive_one_failing(two: TwoWorkspaces, ca
     for w in ("east", "west"):
         assert two.value("model_serving_exporter_up", workspace=w, serving_endpoint="recommender") == 1.0
         assert two.value("model_serving_exporter_api_requests_total", workspace=w, call="list", outcome="2xx") >= 1
-        # Limits are per workspace: each one's standard endpoints are summed apart.
-        assert two.value("model_serving_workspace_standard_endpoints", workspace=w, shard_index="0") == 7.0
+        # Limits are per workspace: each one's standard endpoints (the demo's seven less its route-optimized one)
+        # are summed apart, never the two workspaces together (12).
+        assert two.value("model_serving_workspace_standard_endpoints", workspace=w, shard_index="0") == 6.0
     # The JSON API: each endpoint with its workspace.
     doc = requests.get(f"{two.daemon.url}/api/v1/endpoints", timeout=5).json()
     named = sorted((e["workspace"], e["name"]) for e in doc["endpoints"] if e["name"] == "recommender")
