@@ -174,6 +174,7 @@ def test_two_workspaces_show_both_and_survive_one_failing(two: TwoWorkspaces, ca
     fleet = requests.get(two.daemon.url + "/", timeout=5).text
     assert 'data-endpoint="recommender" data-workspace="east"' in fleet
     assert 'href="/endpoints/recommender?workspace=west"' in fleet
+    assert '<dd id="workspaces">east, west</dd>' in fleet
     page = requests.get(two.daemon.url + "/endpoints/recommender?workspace=west", timeout=5)
     assert page.status_code == 200 and '<span id="workspace">west</span>' in page.text
     assert requests.get(two.daemon.url + "/endpoints/recommender", timeout=5).status_code == 404
@@ -213,3 +214,25 @@ def test_two_workspaces_show_both_and_survive_one_failing(two: TwoWorkspaces, ca
     # No credential anywhere it could be read.
     exposed = requests.get(f"{two.daemon.url}/metrics", timeout=5).text + str(doc) + caplog.text
     assert DEMO_TOKEN not in exposed and DEMO_CLIENT_SECRET not in exposed
+
+
+def test_a_workspace_whose_variable_is_unset_fails_alone_and_names_the_variable(caplog):
+    """The credentials are read when the client is built: a missing variable is that workspace's `auth` failure,
+    counted and logged with the variable's name, while the other workspace is listed and polled."""
+    workspace = build_demo_workspace(minute_seconds=60.0)
+    with SimulatorServer(workspace) as east:
+        settings = load_settings(overrides=dict(
+            request_timeout_seconds=2, retry_budget_seconds=1, poll_interval_seconds=5,
+            workspaces=[{"name": "east", "host": east.url, "token_env": "EAST_TOKEN"},
+                        {"name": "west", "host": east.url, "token_env": "WEST_TOKEN"}]))
+        from exporter.pipeline.poller import Poller
+
+        poller = Poller(build_source(settings, {"EAST_TOKEN": DEMO_TOKEN}), settings)
+        try:
+            snap = poller.poll()
+        finally:
+            poller.close()
+    assert snap.ready and {r.info.workspace for r in snap.endpoints} == {"east"}
+    assert all(r.status.up for r in snap.endpoints) and len(snap.endpoints) == 7
+    assert snap.list_errors == {("west", "auth"): 1}
+    assert any("environment variable WEST_TOKEN is not set" in r.getMessage() for r in caplog.records)
