@@ -24,7 +24,8 @@ Conventions (monitoring-mixin style):
   Thanos/Mimir replica label...) stays part of the match, so several exporter replicas, shards or
   Prometheus servers never collide in a join (a duplicate would make the whole rule fail). Set
   operations against info-style series, whose labels may grow, match `on(job, instance[,
-  serving_endpoint])`: labels every scraped series has, and set operations never fail on duplicates.
+  workspace, serving_endpoint])`: labels every scraped series has, and set operations never fail on
+  duplicates. An endpoint is (workspace, serving_endpoint): two workspaces may each have a `chat`.
   No rule names a job.
 - Figures persist at their last values while fetches fail, so every alert on a window figure
   is gated on `serving_endpoint:model_serving_data:fresh == 1`; staleness itself is an alert.
@@ -154,8 +155,8 @@ def target_of(check: str) -> str:
     matches the alert's `instance` so that each exporter replica reports its own target. The caller
     closes the block with `{{ end }}{{ end }}`; without a target the block renders nothing.
     """
-    selector = "check='%s',serving_endpoint='%s',instance='%s'"
-    args = "$labels.serving_endpoint $labels.instance"
+    selector = "check='%s',workspace='%s',serving_endpoint='%s',instance='%s'"
+    args = "$labels.workspace $labels.serving_endpoint $labels.instance"
     if check.startswith("$"):
         args = f"{check} {args}"
     else:
@@ -270,8 +271,8 @@ unless ignoring (method) {llm_at_capacity()}""",
             "{{ $labels.serving_endpoint }}: requests are queueing",
             "On average {{ $value | printf \"%.1f\" }} requests to {{ $labels.serving_endpoint }} waited for a free slot "
             "over the exporter's analysis window"
-            "{{ with printf \"model_serving_queue_depth_method{serving_endpoint='%s',instance='%s',served_entity=''}\" "
-            "$labels.serving_endpoint $labels.instance | query }}{{ with first . }} ({{ .Labels.method }}){{ end }}{{ end }}"
+            "{{ with printf \"model_serving_queue_depth_method{workspace='%s',serving_endpoint='%s',instance='%s',served_entity=''}\" "
+            "$labels.workspace $labels.serving_endpoint $labels.instance | query }}{{ with first . }} ({{ .Labels.method }}){{ end }}{{ end }}"
             + target_of("queue_depth") + ", above its queue-depth target of {{ . | value }}{{ end }}{{ end }}. "
             "Latency rises and the platform answers 429 once the queue is full.",
             "Queue depth is a 5-minute window average, and autoscaling takes minutes to add capacity: 10m\n"
@@ -290,8 +291,8 @@ and ignoring (method) {llm_at_capacity()}""",
             "On average {{ $value | printf \"%.1f\" }} requests to {{ $labels.serving_endpoint }} waited (the server's own "
             "count) over the exporter's analysis window while its running requests filled at least "
             + f"{LLM_SATURATION_RATIO:.0%}" + " of its replicas' concurrency"
-            "{{ with printf \"model_serving_recommended_replicas{serving_endpoint='%s',instance='%s',bound='max'}\" "
-            "$labels.serving_endpoint $labels.instance | query }}{{ with first . }}; the window supports "
+            "{{ with printf \"model_serving_recommended_replicas{workspace='%s',serving_endpoint='%s',instance='%s',bound='max'}\" "
+            "$labels.workspace $labels.serving_endpoint $labels.instance | query }}{{ with first . }}; the window supports "
             "{{ . | value }} replicas at the busiest minute{{ end }}{{ end }}. Add replicas.",
             "The same 10m as ModelServingQueueing (a window average; a horizontal autoscaler adds replicas\n"
             "within minutes), but the server says why: it runs all it can, so only more replicas help."),
@@ -431,7 +432,7 @@ label_replace(
 or ignoring (reason, served_entity)
 label_replace(
   time() - model_serving_last_minute_timestamp_seconds{{served_entity=""}} > {number(SOURCE_STALE_S * s)}
-  unless on (job, instance, serving_endpoint) model_serving_endpoint_info{{scale_to_zero="true"}},
+  unless on (job, instance, workspace, serving_endpoint) model_serving_endpoint_info{{scale_to_zero="true"}},
   "reason", "source_stale", "", ""
 )""",
             5 * 60, "warning",

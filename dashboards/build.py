@@ -60,11 +60,14 @@ SLO_CHOICES = "0.99,0.995,0.999,0.95,0.9"
 # sets that on every target). The Grafana variable keeps the name `endpoint`. Endpoint view: one
 # endpoint, and the served-entity variable whose "All" value (^$) selects the endpoint row
 # (served_entity=""), never the endpoint and its entities together.
-E = 'serving_endpoint="$endpoint"'
-ES = 'serving_endpoint="$endpoint", served_entity=~"$served_entity"'
+# An endpoint is (workspace, serving_endpoint): two workspaces may each have an endpoint `chat`, so every
+# selector names the workspace variable too and every aggregation keeps both labels. A self-hosted endpoint
+# has no workspace label, which the All value (.*) matches.
+E = 'workspace=~"$workspace", serving_endpoint="$endpoint"'
+ES = 'workspace=~"$workspace", serving_endpoint="$endpoint", served_entity=~"$served_entity"'
 # Overview: the endpoint rows of the selected endpoints.
-O = 'serving_endpoint=~"$endpoint"'
-OW = 'serving_endpoint=~"$endpoint", served_entity=""'
+O = 'workspace=~"$workspace", serving_endpoint=~"$endpoint"'
+OW = 'workspace=~"$workspace", serving_endpoint=~"$endpoint", served_entity=""'
 
 GREEN, ORANGE, RED, BLUE = "green", "orange", "red", "blue"
 
@@ -149,7 +152,7 @@ def stat_panel(title: str, unit: str, description: str, *targets: Dataquery, w: 
 def bars(title: str, unit: str, description: str, expr: str, thresholds: db.ThresholdsConfig,
          w: int = 6, h: int = 7) -> bargauge.Panel:
     return (bargauge.Panel().title(title).description(description).unit(unit).datasource(DS).span(w).height(h)
-            .with_target(query(expr, "{{serving_endpoint}}", instant=True))
+            .with_target(query(expr, "{{serving_endpoint}} {{workspace}}", instant=True))
             .display_mode(cm.BarGaugeDisplayMode.GRADIENT).orientation(cm.VizOrientation.HORIZONTAL)
             .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
             .thresholds(thresholds).min(0))
@@ -176,11 +179,23 @@ def platform_variable() -> db.QueryVariable:
             .current(dm.VariableOption(selected=True, text="All", value="$__all")))
 
 
+def workspace_variable() -> db.QueryVariable:
+    """The workspaces (the `workspace` label: one per entry of the exporter's `workspaces:`); narrows the
+    endpoint variable."""
+    return (db.QueryVariable("workspace").label("Workspace").datasource(DS)
+            .description("Databricks workspace of the endpoints (the workspace label); self-hosted endpoints have "
+                         "none and show under All. Narrows the Endpoint list.")
+            .query('label_values(model_serving_endpoint_info{platform=~"$platform"}, workspace)')
+            .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC)
+            .multi(True).include_all(True).all_value(".*")
+            .current(dm.VariableOption(selected=True, text="All", value="$__all")))
+
+
 def endpoint_variable() -> db.QueryVariable:
     """The endpoints of the selected platforms. Named `endpoint` (URLs: var-endpoint=...); the label the
     queries select on is the exporter's `serving_endpoint`."""
     return (db.QueryVariable("endpoint").label("Endpoint").datasource(DS)
-            .query('label_values(model_serving_endpoint_info{platform=~"$platform"}, serving_endpoint)')
+            .query('label_values(model_serving_endpoint_info{platform=~"$platform", workspace=~"$workspace"}, serving_endpoint)')
             .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC))
 
 
@@ -224,15 +239,15 @@ STATUS_COLUMNS = [("P50", "latency_p50"), ("P90", "latency_p90"), ("P99", "laten
                   ("Memory", "memory_utilization")]
 # (column, expression by endpoint, unit) for the value columns.
 VALUE_COLUMNS = [
-    ("P99 latency", f'max by (serving_endpoint) (model_serving_latency_seconds{{{OW}, percentile="p99"}})', "s"),
-    ("QPS", f"max by (serving_endpoint) (model_serving_requests_per_second{{{OW}}})", "reqps"),
-    ("Error ratio", f"max by (serving_endpoint) (model_serving_error_ratio{{{OW}}})", "percentunit"),
-    ("Queue depth", f"max by (serving_endpoint) (model_serving_queue_depth{{{OW}}})", "short"),
-    ("CPU", f"max by (serving_endpoint) (model_serving_cpu_utilization_ratio{{{OW}}})", "percentunit"),
-    ("Memory", f"max by (serving_endpoint) (model_serving_memory_utilization_ratio{{{OW}}})", "percentunit"),
-    ("Active hints", f"count by (serving_endpoint) (max by (serving_endpoint, rule) (model_serving_remediation{{{O}}}))", "none"),
-    ("Ready", f"min by (serving_endpoint) (model_serving_endpoint_ready{{{O}}})", "none"),
-    ("Fetch", f"min by (serving_endpoint) (model_serving_exporter_up{{{O}}})", "none"),
+    ("P99 latency", f'max by (workspace, serving_endpoint) (model_serving_latency_seconds{{{OW}, percentile="p99"}})', "s"),
+    ("QPS", f"max by (workspace, serving_endpoint) (model_serving_requests_per_second{{{OW}}})", "reqps"),
+    ("Error ratio", f"max by (workspace, serving_endpoint) (model_serving_error_ratio{{{OW}}})", "percentunit"),
+    ("Queue depth", f"max by (workspace, serving_endpoint) (model_serving_queue_depth{{{OW}}})", "short"),
+    ("CPU", f"max by (workspace, serving_endpoint) (model_serving_cpu_utilization_ratio{{{OW}}})", "percentunit"),
+    ("Memory", f"max by (workspace, serving_endpoint) (model_serving_memory_utilization_ratio{{{OW}}})", "percentunit"),
+    ("Active hints", f"count by (workspace, serving_endpoint) (max by (workspace, serving_endpoint, rule) (model_serving_remediation{{{O}}}))", "none"),
+    ("Ready", f"min by (workspace, serving_endpoint) (model_serving_endpoint_ready{{{O}}})", "none"),
+    ("Fetch", f"min by (workspace, serving_endpoint) (model_serving_exporter_up{{{O}}})", "none"),
 ]
 
 
@@ -245,11 +260,11 @@ def endpoints_table() -> table.Panel:
                       "fetch (min over replicas). Click an endpoint for its dashboard.")
          .filterable(True).no_value("-")
          .sort_by([cb.TableSortByFieldState().display_name("Active hints").desc(True)]))
-    index = {"serving_endpoint": 0}
+    index = {"serving_endpoint": 0, "workspace": 1}
     for title, check in STATUS_COLUMNS:
         ref = next(refs)
         p = p.with_target(table_query(
-            f'max by (serving_endpoint) (model_serving_target_breached{{{OW}, check="{check}"}})', ref))
+            f'max by (workspace, serving_endpoint) (model_serving_target_breached{{{OW}, check="{check}"}})', ref))
         index[f"Value #{ref}"] = len(index)
         p = p.override_by_name(f"Value #{ref}", [
             prop("displayName", title), prop("mappings", BREACH), prop("custom.width", 80),
@@ -270,8 +285,10 @@ def endpoints_table() -> table.Panel:
     p = p.override_by_name("serving_endpoint", [
         prop("displayName", "Endpoint"),
         prop("links", [link("Endpoint dashboard: ${__value.raw}",
-                            f"{ENDPOINT_URL}?${{datasource:queryparam}}&var-endpoint=${{__value.raw}}&${{__url_time_range}}")]),
+                            f"{ENDPOINT_URL}?${{datasource:queryparam}}&var-workspace=${{__data.fields.workspace}}"
+                            f"&var-endpoint=${{__value.raw}}&${{__url_time_range}}")]),
     ])
+    p = p.override_by_name("workspace", [prop("displayName", "Workspace")])
     return (p.with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
             .with_transformation(organize(["Time"], index)))
 
@@ -282,37 +299,37 @@ def overview() -> dm.Dashboard:
              "exporter's own health. Generated by dashboards/build.py; do not edit in Grafana.")
     # No custom All value for the endpoints: All stands for the listed endpoints (those of the selected
     # platforms), so picking a platform narrows every panel, not only the list.
-    b = b.with_variable(platform_variable()).with_variable(
+    b = b.with_variable(platform_variable()).with_variable(workspace_variable()).with_variable(
         endpoint_variable().multi(True).include_all(True)
         .current(dm.VariableOption(selected=True, text="All", value="$__all")))
 
     b = b.with_row(db.Row("Fleet"))
     b = b.with_panel(stat_panel(
         "Endpoints polled", "none", "Endpoints the exporters poll.",
-        query(f"count(max by (serving_endpoint) (model_serving_exporter_up{{{O}}}))", "endpoints", instant=True)))
+        query(f"count(max by (workspace, serving_endpoint) (model_serving_exporter_up{{{O}}}))", "endpoints", instant=True)))
     b = b.with_panel(stat_panel(
         "Total QPS", "reqps", "Requests per second over all endpoints (analysis window).",
-        query(f"sum(max by (serving_endpoint) (model_serving_requests_per_second{{{OW}}}))", "QPS", instant=True)))
+        query(f"sum(max by (workspace, serving_endpoint) (model_serving_requests_per_second{{{OW}}}))", "QPS", instant=True)))
     b = b.with_panel(stat_panel(
         "Fleet error ratio", "percentunit",
         "4xx + 5xx over all requests, from the synthesised counters over $__rate_interval.",
-        query(f"sum(max by (serving_endpoint, class) (rate(model_serving_request_errors_total{{{OW}}}[$__rate_interval])))"
-              f" / sum(max by (serving_endpoint) (rate(model_serving_requests_total{{{OW}}}[$__rate_interval])))",
+        query(f"sum(max by (workspace, serving_endpoint, class) (rate(model_serving_request_errors_total{{{OW}}}[$__rate_interval])))"
+              f" / sum(max by (workspace, serving_endpoint) (rate(model_serving_requests_total{{{OW}}}[$__rate_interval])))",
               "error ratio", instant=True)).thresholds(steps((None, GREEN), (0.01, RED))))
     b = b.with_panel(stat_panel(
         "Endpoints breaching a target", "none", "Endpoints (as a whole) with at least one breached check.",
-        query(f"sum(max by (serving_endpoint) (model_serving_target_breached{{{OW}}}))", "breaching", instant=True),
+        query(f"sum(max by (workspace, serving_endpoint) (model_serving_target_breached{{{OW}}}))", "breaching", instant=True),
         color=cm.BigValueColorMode.BACKGROUND).thresholds(steps((None, GREEN), (1, RED))))
     b = b.with_panel(stat_panel(
         "Active hints", "none", "Active remediation hints by severity (rules: docs/remediation.md).",
-        query(f"count by (severity) (max by (serving_endpoint, rule, severity) (model_serving_remediation{{{O}}}))",
+        query(f"count by (severity) (max by (workspace, serving_endpoint, rule, severity) (model_serving_remediation{{{O}}}))",
               "{{severity}}", instant=True)).no_value("0").override_by_name("critical", [
                   prop("color", {"mode": "fixed", "fixedColor": RED})]).override_by_name("warning", [
                   prop("color", {"mode": "fixed", "fixedColor": ORANGE})]).override_by_name("info", [
                   prop("color", {"mode": "fixed", "fixedColor": BLUE})]))
     b = b.with_panel(stat_panel(
         "Endpoints not fetched", "none", "Endpoints whose last metrics fetch failed on every exporter replica.",
-        query(f"sum(1 - max by (serving_endpoint) (model_serving_exporter_up{{{O}}}))", "down", instant=True),
+        query(f"sum(1 - max by (workspace, serving_endpoint) (model_serving_exporter_up{{{O}}}))", "down", instant=True),
         color=cm.BigValueColorMode.BACKGROUND).thresholds(steps((None, GREEN), (1, RED))))
 
     b = b.with_panel(dashed(ts(
@@ -321,7 +338,8 @@ def overview() -> dm.Dashboard:
         "and 192-1,024 concurrent requests (by region; workspace_limits in the exporter's configuration). Shards "
         "summed, each shard once (max over its replicas). Dashed: the threshold of the workspace_limit_near hint and "
         "ModelServingWorkspaceLimitNear. Whole workspace: the endpoint variable does not apply.",
-        query("sum by (limit) (max by (limit, shard_index) (model_serving_workspace_limit_usage_ratio))", "{{limit}}"),
+        query("sum by (workspace, limit) (max by (workspace, limit, shard_index) (model_serving_workspace_limit_usage_ratio))",
+              "{{workspace}} {{limit}}"),
         query("max(model_serving_workspace_limit_usage_ratio_threshold)", "threshold", ref="B"), w=24, h=7), "threshold")
         .min(0))
 
@@ -330,36 +348,36 @@ def overview() -> dm.Dashboard:
 
     b = b.with_row(db.Row("Worst endpoints"))
     b = b.with_panel(bars("Highest P99 latency", "s", "Top 5 endpoints by P99 latency over the analysis window.",
-                          f'topk(5, max by (serving_endpoint) (model_serving_latency_seconds{{{OW}, percentile="p99"}}))',
+                          f'topk(5, max by (workspace, serving_endpoint) (model_serving_latency_seconds{{{OW}, percentile="p99"}}))',
                           steps((None, GREEN), (0.5, RED))))
     b = b.with_panel(bars("Highest error ratio", "percentunit", "Top 5 endpoints by error ratio (4xx + 5xx).",
-                          f"topk(5, max by (serving_endpoint) (model_serving_error_ratio{{{OW}}}))",
+                          f"topk(5, max by (workspace, serving_endpoint) (model_serving_error_ratio{{{OW}}}))",
                           steps((None, GREEN), (0.01, RED))))
     b = b.with_panel(bars("Deepest queues", "short", "Top 5 endpoints by queue depth (requests waiting).",
-                          f"topk(5, max by (serving_endpoint) (model_serving_queue_depth{{{OW}}}))",
+                          f"topk(5, max by (workspace, serving_endpoint) (model_serving_queue_depth{{{OW}}}))",
                           steps((None, GREEN), (0.5, RED))))
     b = b.with_panel(bars("Highest CPU", "percentunit", "Top 5 endpoints by CPU utilisation.",
-                          f"topk(5, max by (serving_endpoint) (model_serving_cpu_utilization_ratio{{{OW}}}))",
+                          f"topk(5, max by (workspace, serving_endpoint) (model_serving_cpu_utilization_ratio{{{OW}}}))",
                           steps((None, GREEN), (0.8, RED))).max(1))
     b = b.with_panel(ts("P99 latency by endpoint", "s", "P99 latency of each endpoint over the analysis window.",
-                        query(f'max by (serving_endpoint) (model_serving_latency_seconds{{{OW}, percentile="p99"}})',
-                              "{{serving_endpoint}}")))
+                        query(f'max by (workspace, serving_endpoint) (model_serving_latency_seconds{{{OW}, percentile="p99"}})',
+                              "{{serving_endpoint}} {{workspace}}")))
     b = b.with_panel(ts("QPS by endpoint", "reqps", "Requests per second of each endpoint over the analysis window.",
-                        query(f"max by (serving_endpoint) (model_serving_requests_per_second{{{OW}}})", "{{serving_endpoint}}")))
+                        query(f"max by (workspace, serving_endpoint) (model_serving_requests_per_second{{{OW}}})", "{{serving_endpoint}} {{workspace}}")))
 
     b = b.with_row(db.Row("Exporter health"))
     b = b.with_panel(
         statetimeline.Panel().title("Metrics fetch by endpoint").unit("none").datasource(DS).span(12).height(8)
         .description("1 (up) while the endpoint's last metrics fetch succeeded. min over replicas: any failing "
                      "replica shows DOWN.")
-        .with_target(query(f"min by (serving_endpoint) (model_serving_exporter_up{{{O}}})", "{{serving_endpoint}}"))
+        .with_target(query(f"min by (workspace, serving_endpoint) (model_serving_exporter_up{{{O}}})", "{{serving_endpoint}} {{workspace}}"))
         .mappings(UP).thresholds(steps((None, RED), (1, GREEN))).show_value(cm.VisibilityMode.NEVER))
     b = b.with_panel(ts(
         "Data age by endpoint", "s",
         "Seconds since the last successful metrics fetch (freshest replica). Above 300 s (dashed) the figures "
         "are stale.",
-        query(f"time() - max by (serving_endpoint) (model_serving_exporter_last_success_timestamp_seconds{{{O}}})",
-              "{{serving_endpoint}}"), w=12).thresholds(steps((None, GREEN), (300, RED)))
+        query(f"time() - max by (workspace, serving_endpoint) (model_serving_exporter_last_success_timestamp_seconds{{{O}}})",
+              "{{serving_endpoint}} {{workspace}}"), w=12).thresholds(steps((None, GREEN), (300, RED)))
         .thresholds_style(cb.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.DASHED)))
     b = b.with_panel(ts(
         "Poll success ratio", "percentunit",
@@ -370,8 +388,8 @@ def overview() -> dm.Dashboard:
     b = b.with_panel(ts(
         "Fetch errors by reason", "ops",
         "Failed calls per second by endpoint, call (detail, metrics, poll) and reason, summed over replicas.",
-        query(f"sum by (serving_endpoint, call, reason) (rate(model_serving_exporter_fetch_errors_total{{{O}}}[$__rate_interval]))",
-              "{{serving_endpoint}} {{call}} {{reason}}"), w=8))
+        query(f"sum by (workspace, serving_endpoint, call, reason) (rate(model_serving_exporter_fetch_errors_total{{{O}}}[$__rate_interval]))",
+              "{{serving_endpoint}} {{workspace}} {{call}} {{reason}}"), w=8))
     b = b.with_panel(ts(
         "Poll duration", "s", "Duration of the last complete workspace poll (slowest replica).",
         query("max(model_serving_exporter_poll_duration_seconds)", "poll"), w=8))
@@ -385,11 +403,12 @@ def endpoint() -> dm.Dashboard:
              "One model-serving endpoint (or one of its served entities): latency, traffic, errors, queueing, "
              "saturation, concurrency, error budget and remediation hints. Generated by dashboards/build.py.")
     b = (b.with_variable(platform_variable())
+         .with_variable(workspace_variable())
          .with_variable(endpoint_variable())
          .with_variable(
             db.QueryVariable("served_entity").label("Served entity").datasource(DS)
             .description('All = the endpoint as a whole (served_entity=""); pick an entity to see only it.')
-            .query('label_values(model_serving_requests_per_second{serving_endpoint="$endpoint", served_entity!=""}, served_entity)')
+            .query('label_values(model_serving_requests_per_second{workspace=~"$workspace", serving_endpoint="$endpoint", served_entity!=""}, served_entity)')
             .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC)
             .include_all(True).all_value("^$")
             .current(dm.VariableOption(selected=True, text="All", value="$__all")))
@@ -465,8 +484,8 @@ def endpoint() -> dm.Dashboard:
         "Requests waiting, labelled with the method behind it (model_serving_queue_depth_method): queue_time "
         "is measured from the platform's queue time, estimated comes from required vs provisioned "
         "concurrency. Dashed: the queue_depth target.",
-        query(f"max by (method) (model_serving_queue_depth_method{{{ES}}} * on (serving_endpoint, served_entity) "
-              f"group_left () max by (serving_endpoint, served_entity) (model_serving_queue_depth{{{ES}}}))",
+        query(f"max by (method) (model_serving_queue_depth_method{{{ES}}} * on (workspace, serving_endpoint, served_entity) "
+              f"group_left () max by (workspace, serving_endpoint, served_entity) (model_serving_queue_depth{{{ES}}}))",
               "{{method}}", "A"),
         query(f'max(model_serving_target{{{E}, check="queue_depth"}})', "target", "B"), w=8), "^target$"))
     b = b.with_panel(ts(
@@ -519,8 +538,8 @@ def endpoint() -> dm.Dashboard:
         "Requests the model server runs and those waiting (its own counts, summed over replicas, window means), "
         "against the replicas' concurrency (provisioned).",
         query(f"max(model_serving_requests_running{{{ES}}})", "running", "A"),
-        query(f'max(model_serving_queue_depth{{{ES}}} and on (serving_endpoint, served_entity) '
-              f'max by (serving_endpoint, served_entity) (model_serving_queue_depth_method{{{ES}, method="server"}}))',
+        query(f'max(model_serving_queue_depth{{{ES}}} and on (workspace, serving_endpoint, served_entity) '
+              f'max by (workspace, serving_endpoint, served_entity) (model_serving_queue_depth_method{{{ES}, method="server"}}))',
               "waiting", "B"),
         query(f"max(model_serving_provisioned_concurrency{{{ES}}})", "provisioned", "C"), w=8))
     b = b.with_panel(dashed(ts(
@@ -675,6 +694,11 @@ python dashboards/build.py --check   # what CI checks: the committed files are c
   the variable keeps the shorter name, so links use `var-endpoint=<name>`. On the overview, the
   endpoint variable's *All* stands for the listed endpoints (no `.*` shortcut), so picking a platform
   narrows every panel.
+- **Workspace variable.** An endpoint is its `workspace` and `serving_endpoint` labels together: two
+  Databricks workspaces in one exporter may each have an endpoint `chat`. Both dashboards have a
+  `workspace` variable (All: `.*`, which also matches the self-hosted endpoints, which have none);
+  every query selects on it and every aggregation keeps `workspace` beside `serving_endpoint`, so
+  namesakes never merge. The overview's endpoint links carry `var-workspace`.
 - **Endpoint versus served entity.** `served_entity=""` is the endpoint as a whole. The overview
   always selects it. On the endpoint dashboard the `served_entity` variable's *All* value is the regex
   `^$`, which selects exactly that row; picking an entity selects only that entity. The two are never

@@ -10,8 +10,11 @@ computation in the pipeline.
 Scopes say what a family's `read` receives and which labels come first:
 
 - `series`: a SeriesReport — the endpoint as a whole (`served_entity=""`) or one served entity;
-  labels `serving_endpoint`, `served_entity`, then the family's own.
-- `endpoint`: an EndpointReport; label `serving_endpoint`, then the family's own.
+  labels `workspace`, `serving_endpoint`, `served_entity`, then the family's own.
+- `endpoint`: an EndpointReport; labels `workspace`, `serving_endpoint`, then the family's own.
+
+`workspace` is `EndpointInfo.workspace`: the configured name of a `workspaces:` entry, the host of the one
+workspace of `databricks:`, or "" (an absent label) for a self-hosted endpoint.
 - `exporter`: the Snapshot; only the family's own labels.
 
 `read` yields `(label values, value)`: a float for gauges and counters (None: no sample), a
@@ -33,7 +36,9 @@ from .pipeline.targets import SERVER_CHECKS
 PREFIX = "model_serving_"
 ENDPOINT_LABEL = "serving_endpoint"  # not `endpoint`: the Prometheus Operator puts that on every target
 ENTITY_LABEL = "served_entity"  # "" is the endpoint as a whole
-SCOPE_LABELS = {"series": (ENDPOINT_LABEL, ENTITY_LABEL), "endpoint": (ENDPOINT_LABEL,), "exporter": ()}
+WORKSPACE_LABEL = "workspace"  # two workspaces may each have an endpoint of the same name
+SCOPE_LABELS = {"series": (WORKSPACE_LABEL, ENDPOINT_LABEL, ENTITY_LABEL), "endpoint": (WORKSPACE_LABEL, ENDPOINT_LABEL),
+                "exporter": ()}
 # Units, in words the sinks translate (Datadog's names are in sinks/datadog/points.py).
 Unit = Literal["seconds", "ratio", "requests", "requests_per_second", "tokens_per_second", "per_second", "errors",
                "timestamp", "replicas", ""]
@@ -172,21 +177,26 @@ def _polls(snap: Snapshot) -> Samples:
 
 
 def _fetch_errors(snap: Snapshot) -> Samples:
-    return (((endpoint, call, reason), n) for (endpoint, call, reason), n in sorted(snap.fetch_errors.items()))
+    return (((workspace, endpoint, call, reason), n)
+            for (workspace, endpoint, call, reason), n in sorted(snap.fetch_errors.items()))
 
 
 def _workspace(read: Callable[[Any], float]) -> Callable[[Snapshot], Samples]:
-    return lambda snap: (((str(snap.shard[0]),), read(snap.usage)),) if snap.usage is not None else ()
+    return lambda snap: (((w, str(snap.shard[0])), read(u)) for w, u in sorted(snap.usages.items()))
 
 
 def _workspace_limits(snap: Snapshot) -> Samples:
-    u, shard = snap.usage, str(snap.shard[0])
-    return (((shard, "requests_per_second"), u.qps_limit), ((shard, "concurrent_requests"), u.concurrency_limit)) if u else ()
+    shard = str(snap.shard[0])
+    for w, u in sorted(snap.usages.items()):
+        yield (w, shard, "requests_per_second"), u.qps_limit
+        yield (w, shard, "concurrent_requests"), u.concurrency_limit
 
 
 def _workspace_ratios(snap: Snapshot) -> Samples:
-    u, shard = snap.usage, str(snap.shard[0])
-    return (((shard, "requests_per_second"), u.qps_ratio), ((shard, "concurrent_requests"), u.concurrency_ratio)) if u else ()
+    shard = str(snap.shard[0])
+    for w, u in sorted(snap.usages.items()):
+        yield (w, shard, "requests_per_second"), u.qps_ratio
+        yield (w, shard, "concurrent_requests"), u.concurrency_ratio
 
 
 def _reload(read: Callable[[Any], float]) -> Callable[[Snapshot], Samples]:
@@ -328,29 +338,30 @@ FAMILIES: tuple[Family, ...] = (
            "PollStatus.last_success_s", lambda r: (((), r.status.last_success_s),), datadog=POLL),
     Family("exporter_fetch_duration_seconds", "gauge", "endpoint", "seconds", "Duration of the endpoint's last metrics fetch.",
            "PollStatus.duration_s", lambda r: (((), r.status.duration_s),), datadog=POLL),
-    # The workspace's standard endpoints together (pipeline/workspace.py). A replica sees its shard's endpoints
-    # only (label shard_index): the workspace's figures are the sum over shards (docs/metrics.md).
+    # Each workspace's standard endpoints together (pipeline/workspace.py; label workspace: limits are per
+    # workspace). A replica sees its shard's endpoints only (label shard_index): the workspace's figures are the
+    # sum over shards (docs/metrics.md).
     Family("workspace_requests_per_second", "gauge", "exporter", "requests_per_second",
            "QPS of the standard (not route-optimized) endpoints of this shard, summed (window means); the workspace "
            "shares about 200 among them. Sum over shard_index.",
-           "WorkspaceUsage.qps", _workspace(lambda u: u.qps), ("shard_index",), POLL),
+           "WorkspaceUsage.qps", _workspace(lambda u: u.qps), (WORKSPACE_LABEL, "shard_index"), POLL),
     Family("workspace_concurrent_requests", "gauge", "exporter", "requests",
            "Concurrent requests to the standard endpoints of this shard: the sum of QPS x mean latency (Little's law). "
            "Sum over shard_index.",
-           "WorkspaceUsage.concurrent_requests", _workspace(lambda u: u.concurrent_requests), ("shard_index",), POLL),
+           "WorkspaceUsage.concurrent_requests", _workspace(lambda u: u.concurrent_requests), (WORKSPACE_LABEL, "shard_index"), POLL),
     Family("workspace_standard_endpoints", "gauge", "exporter", "",
            "Standard (not route-optimized) endpoints in this shard's workspace totals.",
-           "WorkspaceUsage.endpoints", _workspace(lambda u: float(u.endpoints)), ("shard_index",), POLL),
+           "WorkspaceUsage.endpoints", _workspace(lambda u: float(u.endpoints)), (WORKSPACE_LABEL, "shard_index"), POLL),
     Family("workspace_limit", "gauge", "exporter", "",
            "Limit the workspace sets on its standard endpoints together (workspace_limits): requests_per_second or "
-           "concurrent_requests.", "workspace_limits", _workspace_limits, ("shard_index", "limit"), POLL),
+           "concurrent_requests.", "workspace_limits", _workspace_limits, (WORKSPACE_LABEL, "shard_index", "limit"), POLL),
     Family("workspace_limit_usage_ratio", "gauge", "exporter", "ratio",
            "Share of a workspace limit the standard endpoints of this shard use. Sum over shard_index for the workspace's.",
-           "WorkspaceUsage.qps_ratio, concurrency_ratio", _workspace_ratios, ("shard_index", "limit"), POLL),
+           "WorkspaceUsage.qps_ratio, concurrency_ratio", _workspace_ratios, (WORKSPACE_LABEL, "shard_index", "limit"), POLL),
     Family("workspace_limit_usage_ratio_threshold", "gauge", "exporter", "ratio",
            "Share of a workspace limit from which the workspace_limit_near hint and the ModelServingWorkspaceLimitNear "
            "alert fire (workspace_limits.usage_ratio_threshold).",
-           "WorkspaceUsage.threshold", _workspace(lambda u: u.threshold), ("shard_index",), POLL),
+           "WorkspaceUsage.threshold", _workspace(lambda u: u.threshold), (WORKSPACE_LABEL, "shard_index"), POLL),
     # The exporter itself.
     Family("exporter_build", "info", "exporter", "", "Version of serving-exporter.", "the package version",
            _build, info_labels=("version", "python_version")),
@@ -362,16 +373,21 @@ FAMILIES: tuple[Family, ...] = (
     Family("exporter_polls", "counter", "exporter", "", "Polls of the workspace by result.",
            "Snapshot.polls", _polls, ("result",), POLL),
     Family("exporter_fetch_errors", "counter", "exporter", "errors",
-           "Failures by endpoint, call (detail, metrics) and reason (HTTP status class, timeout, parse_error, deadline, ...).",
-           "Snapshot.fetch_errors", _fetch_errors, (ENDPOINT_LABEL, "call", "reason"), Datadog("poll", skip_zero=True)),
+           "Failures by workspace, endpoint, call (detail, metrics) and reason (HTTP status class, timeout, parse_error, deadline, ...).",
+           "Snapshot.fetch_errors", _fetch_errors, (WORKSPACE_LABEL, ENDPOINT_LABEL, "call", "reason"), Datadog("poll", skip_zero=True)),
+    Family("exporter_list_errors", "counter", "exporter", "errors",
+           "Failed listings of a workspace's (or the self-hosted) endpoints by reason; the endpoints listed last "
+           "stay polled, and those of other workspaces are unaffected.",
+           "Snapshot.list_errors", lambda s: ((key, n) for key, n in sorted(s.list_errors.items())),
+           (WORKSPACE_LABEL, "reason"), Datadog("poll", skip_zero=True)),
     Family("exporter_api_requests", "counter", "exporter", "requests",
-           "Calls to the platform's API by call (list, detail, metrics, token) and outcome (2xx, 3xx, 429, 4xx, 5xx, "
+           "Calls to the platform's API by workspace, call (list, detail, metrics, token) and outcome (2xx, 3xx, 429, 4xx, 5xx, "
            "timeout, connection), retries included: what the exporter costs the workspace's rate limits.",
-           "Source.usage", lambda s: (((call, outcome), float(n)) for (call, outcome), n in sorted(s.api_requests.items())),
-           ("call", "outcome"), Datadog("poll", skip_zero=True)),
+           "Source.usage", lambda s: ((key, float(n)) for key, n in sorted(s.api_requests.items())),
+           (WORKSPACE_LABEL, "call", "outcome"), Datadog("poll", skip_zero=True)),
     Family("exporter_api_retries", "counter", "exporter", "requests",
            "Calls to the platform's API repeated after a 429/503 (honouring Retry-After) or a dropped connection.",
-           "Source.usage", lambda s: (((call,), float(n)) for call, n in sorted(s.api_retries.items())), ("call",),
+           "Source.usage", lambda s: ((key, float(n)) for key, n in sorted(s.api_retries.items())), (WORKSPACE_LABEL, "call"),
            Datadog("poll", skip_zero=True)),
     Family("exporter_shard", "info", "exporter", "",
            "This replica's share of the endpoints (shard_index of shard_count).", "Snapshot.shard",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -24,19 +25,32 @@ from .sinks.webconfig import WebConfig
 from .sources import Source
 from .sources.composite import CompositeSource
 from .sources.databricks import DatabricksSource, client_factory
+from .sources.databricks.sdk import SdkClient
 from .sources.selfhosted import SelfHostedSource
 from .sources.selfhosted.settings import SelfHostedSettings
 
 log = logging.getLogger(__name__)
 
 
-def databricks_source(settings: Settings, **auth: object) -> DatabricksSource:
-    """The Databricks source as `run` builds it: timeouts, retry budget, pool and caps from the settings."""
-    factory = client_factory(settings.request_timeout_seconds, settings.retry_budget_seconds,
-                             settings.max_concurrent_requests, **auth)
+def databricks_source(settings: Settings, name: str | None = None,
+                      auth: Callable[[], Mapping[str, object]] | None = None, **fixed: object) -> DatabricksSource:
+    """The Databricks source as `run` builds it: timeouts, retry budget, pool and caps from the settings.
+    `name`: the workspace label (default: its host). `auth`: the SDK configuration, read each time the client
+    is built (a `workspaces:` entry reads its environment variables then); else `fixed` keyword arguments."""
+    def factory() -> SdkClient:
+        return client_factory(settings.request_timeout_seconds, settings.retry_budget_seconds,
+                              settings.max_concurrent_requests, **(auth() if auth else fixed))()
+
     return DatabricksSource(factory, timeout_s=settings.request_timeout_seconds,
                             retry_budget_s=settings.retry_budget_seconds, pool_size=settings.max_concurrent_requests,
-                            max_entities=settings.max_served_entities)
+                            max_entities=settings.max_served_entities, name=name)
+
+
+def workspace_sources(settings: Settings, environ: Mapping[str, str] = os.environ) -> list[DatabricksSource]:
+    """One source per entry of `workspaces:`, each with its own client, credentials and API usage: one failing
+    workspace (unreachable, credentials missing or rejected) fails its own listing only."""
+    return [databricks_source(settings, name=w.name, auth=functools.partial(w.auth, environ))
+            for w in settings.workspaces]
 
 
 def databricks_configured(settings: Settings, environ: Mapping[str, str] = os.environ) -> bool:
@@ -46,10 +60,11 @@ def databricks_configured(settings: Settings, environ: Mapping[str, str] = os.en
 
 
 def build_source(settings: Settings, environ: Mapping[str, str] = os.environ) -> Source:
-    """Databricks only (the default, also with nothing configured: the SDK then says what is missing),
-    self-hosted only (self_hosted.endpoints set and no workspace configured), or both as one source."""
-    sources: list[Source] = []
-    if databricks_configured(settings, environ) or not settings.self_hosted.endpoints:
+    """Databricks only (the default, also with nothing configured: the SDK then says what is missing; one source
+    per `workspaces:` entry, or the one workspace of `databricks:`), self-hosted only (self_hosted.endpoints set
+    and no workspace configured), or all of them as one source."""
+    sources: list[Source] = list(workspace_sources(settings, environ))
+    if not sources and (databricks_configured(settings, environ) or not settings.self_hosted.endpoints):
         sources.append(databricks_source(settings, host=settings.databricks.host, profile=settings.databricks.profile))
     if settings.self_hosted.endpoints:
         sources.append(selfhosted_source(settings))

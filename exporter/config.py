@@ -4,7 +4,8 @@ Validation is strict: an unknown key in the file or an unknown SERVING_EXPORTER_
 variable is an error naming the key and where it came from, and every problem is
 reported at once. Credentials are deliberately not settings: the Databricks SDK
 reads them from its own variables (DATABRICKS_HOST, DATABRICKS_TOKEN,
-DATABRICKS_CLIENT_ID/SECRET, DATABRICKS_CONFIG_PROFILE) and ~/.databrickscfg.
+DATABRICKS_CLIENT_ID/SECRET, DATABRICKS_CONFIG_PROFILE) and ~/.databrickscfg, and a
+`workspaces:` entry names a profile or the environment variables holding them.
 
 This module composes the sections that each part of the exporter owns: endpoint
 selection and targets (pipeline/), the remediation rules (pipeline/rules.py), the
@@ -30,7 +31,7 @@ from .pipeline.targets import TargetOverride, Targets, targets_for
 from .pipeline.workspace import WorkspaceLimits
 from .sinks.budget import SeriesBudget
 from .sinks.datadog.settings import DatadogSettings
-from .sources.databricks.settings import DatabricksSettings
+from .sources.databricks.settings import DatabricksSettings, WorkspaceSettings
 from .sources.selfhosted.settings import SelfHostedSettings
 from .strict import ConfigError
 
@@ -59,7 +60,7 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(16, ge=1, le=256, description="bound on concurrent requests to the workspace")
     max_served_entities: int = Field(50, ge=1, description="per endpoint, served entities exposed separately (cardinality cap)")
     endpoints: EndpointFilter = Field(default_factory=EndpointFilter)
-    shard_count: int = Field(1, ge=1, description="replicas splitting the workspace's endpoints between them")
+    shard_count: int = Field(1, ge=1, description="replicas splitting the endpoints (of all workspaces) between them")
     shard_index: int | None = Field(None, ge=0, description="this replica's share, 0..shard_count-1; default: the ordinal at the end of HOSTNAME (a StatefulSet pod name), else 0")
     targets: Targets = Field(default_factory=Targets)
     remediation: Remediation = Field(default_factory=Remediation)
@@ -67,6 +68,7 @@ class Settings(BaseSettings):
     workspace_limits: WorkspaceLimits = Field(default_factory=WorkspaceLimits)
     series: SeriesBudget = Field(default_factory=SeriesBudget)
     databricks: DatabricksSettings = Field(default_factory=DatabricksSettings)
+    workspaces: list[WorkspaceSettings] = Field(default_factory=list, description="several Databricks workspaces, each polled on its own (docs/configuration.md); empty: the one workspace of `databricks:` and the SDK's environment; env SERVING_EXPORTER_WORKSPACES as JSON")
     self_hosted: SelfHostedSettings = Field(default_factory=SelfHostedSettings, description="self-hosted model servers (docs/self-hosted.md); env SERVING_EXPORTER_SELF_HOSTED as JSON")
     datadog: DatadogSettings = Field(default_factory=DatadogSettings)
     datadog_url: str | None = Field(None, description="base URL of the Datadog API, for a proxy or a test intake; default https://api.<DD_SITE>")
@@ -91,6 +93,16 @@ class Settings(BaseSettings):
         index = self.shard()[0]
         if index >= self.shard_count:
             raise ValueError(f"shard index {index} is not below shard_count {self.shard_count}")
+        return self
+
+    @model_validator(mode="after")
+    def _workspaces_distinct(self) -> Settings:
+        names = [w.name for w in self.workspaces]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"workspaces: names must be unique (the `workspace` label): {', '.join(twice)} repeated")
+        if self.workspaces and (self.databricks.host or self.databricks.profile):
+            raise ValueError("give either databricks.host/profile (one workspace) or workspaces: (several), not both")
         return self
 
     def shard(self) -> tuple[int, int]:

@@ -94,6 +94,14 @@ class EndpointInfo:
     route_optimized: bool | None = None  # None until the detail call says, or where the platform has none
     detailed: bool = False  # whether workload/scaling fields are known
     rate_limits: tuple[RateLimit, ...] = ()  # from the detail call
+    # The `workspace` label: the configured workspace name, or the host of the one workspace of `databricks:`;
+    # None where there is no workspace (self-hosted). An endpoint is identified by (workspace, name): `key`.
+    workspace: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What identifies the endpoint across sources: two workspaces may each have an endpoint `chat`."""
+        return self.workspace or "", self.name
 
     @property
     def kind(self) -> str:
@@ -368,14 +376,21 @@ class Snapshot:
     completed_at_s: float | None = None
     poll_duration_s: float | None = None
     polls: dict[str, float] = field(default_factory=dict)  # outcome -> count
-    fetch_errors: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (endpoint, call, reason) -> count
-    api_requests: dict[tuple[str, str], float] = field(default_factory=dict)  # (call, outcome) -> count
-    api_retries: dict[str, float] = field(default_factory=dict)  # call -> count
+    fetch_errors: dict[tuple[str, str, str, str], float] = field(default_factory=dict)  # (workspace, endpoint, call, reason) -> count
+    list_errors: dict[tuple[str, str], float] = field(default_factory=dict)  # (workspace, reason) -> failed listings
+    api_requests: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (workspace, call, outcome) -> count
+    api_retries: dict[tuple[str, str], float] = field(default_factory=dict)  # (workspace, call) -> count
     discovered: int = 0
     workspace: str | None = None
     shard: tuple[int, int] = (0, 1)  # (index, count)
-    usage: WorkspaceUsage | None = None  # this replica's standard endpoints against the workspace limits
+    # This replica's standard endpoints against the limits of their workspace, by workspace (`workspace` label).
+    usages: dict[str, WorkspaceUsage] = field(default_factory=dict)
     config_reload: ConfigReload | None = None  # set by the daemon (a one-shot poll has none)
+
+    @property
+    def usage(self) -> WorkspaceUsage | None:
+        """The workspace usage where the snapshot has one workspace (None with several: see `usages`)."""
+        return next(iter(self.usages.values())) if len(self.usages) == 1 else None
 
     @property
     def ready(self) -> bool:

@@ -5,6 +5,7 @@ are written here (what the self-hosted source hands the pipeline), so the golden
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import math
@@ -33,13 +34,14 @@ class ReplaySource:
     def list_endpoints(self, deadline: float | None = None) -> list[EndpointInfo]:
         self.index += 1  # each list call starts the next recorded poll
         self.usage.count("list", "2xx")
-        return [endpoint_from_json(item) for item in self.polls[self.index]["list"]["endpoints"]] + [LLM]
+        return [replace(endpoint_from_json(item), workspace=self.workspace)
+                for item in self.polls[self.index]["list"]["endpoints"]] + [LLM]
 
     def describe(self, name: str, deadline: float | None = None) -> EndpointInfo:
         self.usage.count("detail", "2xx")
         if name == LLM.name:
             return LLM
-        return endpoint_from_json(self.polls[self.index]["details"][name], detailed=True)
+        return replace(endpoint_from_json(self.polls[self.index]["details"][name], detailed=True), workspace=self.workspace)
 
     def fetch(self, name: str, deadline: float | None = None) -> Observation:
         if name == LLM.name:

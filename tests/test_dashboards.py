@@ -180,7 +180,10 @@ def test_the_platform_variable_narrows_the_endpoints_and_queries_use_serving_end
     assert order.index("platform") < order.index("endpoint")  # Grafana resolves dependencies in order
     assert platform["query"] == "label_values(model_serving_endpoint_info, platform)"
     assert platform["multi"] and platform["includeAll"] and platform["allValue"] == ".*"
-    assert endpoint["query"] == 'label_values(model_serving_endpoint_info{platform=~"$platform"}, serving_endpoint)'
+    assert endpoint["query"] == ('label_values(model_serving_endpoint_info{platform=~"$platform", workspace=~"$workspace"}, '
+                                 'serving_endpoint)')
+    # Two workspaces may each have an endpoint of a name: the workspace variable comes first and narrows it.
+    assert order.index("platform") < order.index("workspace") < order.index("endpoint")
     # A custom All value (.*) would select every platform's endpoints whatever the platform variable.
     assert "allValue" not in endpoint or not endpoint["allValue"]
     # The exporter's label is serving_endpoint: `endpoint` is the Prometheus Operator's target label.
@@ -314,7 +317,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 def contexts(name: str, entity_values: list[str]) -> dict[str, dict[str, str]]:
     """Variable values per context, as Grafana would interpolate them."""
     common = {**BUILTINS, "slo": "0.99", "docs_url": "http://docs.invalid", "datasource": "prometheus",
-              "platform": ".*"}
+              "platform": ".*", "workspace": ".*"}
     if name == "overview.json":
         # The endpoint variable has no custom All value: All is the alternation of the listed endpoints.
         return {"All": {**common, "endpoint": "(" + "|".join(DEMO_ENDPOINTS) + ")"},
@@ -370,7 +373,8 @@ def reference_contexts(name: str, expr: str) -> list[str]:
 def test_variable_queries_list_the_demo_endpoints_and_entities(stack: Stack):
     for name, board in boards().items():
         for var, query in variable_queries(board):
-            expr, label = variable_to_promql(substitute(query, {"endpoint": "support-chat", "platform": ".*"}))
+            expr, label = variable_to_promql(substitute(query, {"endpoint": "support-chat", "platform": ".*",
+                                                                  "workspace": ".*"}))
             values = {r["metric"].get(label) for r in stack.series(expr)}
             if var == "platform":
                 assert values == {"databricks", "self-hosted"}, (name, var, values)
@@ -380,7 +384,7 @@ def test_variable_queries_list_the_demo_endpoints_and_entities(stack: Stack):
                 for platform, expected in (("databricks", set(DATABRICKS_ENDPOINTS)),
                                            ("self-hosted", set(SELF_HOSTED_ENDPOINTS)),
                                            ("databricks|self-hosted", set(DEMO_ENDPOINTS)), ("vllm", set())):
-                    narrowed, _ = variable_to_promql(substitute(query, {"platform": platform}))
+                    narrowed, _ = variable_to_promql(substitute(query, {"platform": platform, "workspace": ".*"}))
                     assert {r["metric"].get(label) for r in stack.series(narrowed)} == expected, (name, platform)
             elif var == "served_entity":
                 assert values == {"support-chat-v3", "support-chat-v4"}, (name, var, values)

@@ -199,7 +199,9 @@ def test_hint_events_fire_once_per_transition(polls):
     assert len(events) == 1
     e = events[0]
     assert e.active and e.alert_type == "error" and e.title == "recommender: Requests are queueing"
-    assert e.aggregation_key == "serving-exporter:recommender:queueing" and e.date_happened == 1000
+    # The workspace is part of the key: two workspaces' `recommender` hints never aggregate together.
+    assert e.aggregation_key == f"serving-exporter:{snap.workspace}/recommender:queueing" and e.date_happened == 1000
+    assert f"workspace:{snap.workspace}" in e.tags
     assert "queue depth 24.0 over its target 0" in e.text and "remediation.md#queueing" in e.text
     assert {"endpoint:recommender", "rule:queueing", "severity:critical", "env:test", "hint_state:active"} <= set(e.tags)
     # Still active, with new numbers: nothing new.
@@ -209,7 +211,7 @@ def test_hint_events_fire_once_per_transition(polls):
     assert [(e.rule, e.alert_type) for e in events] == [("cpu_high", "warning")]
     _, events = translator.translate(with_hints(snap, "recommender", (hint("cpu_high", "warning", "CPU 95%"),)))
     assert [(e.rule, e.active, e.alert_type, e.aggregation_key) for e in events] == [
-        ("queueing", False, "success", "serving-exporter:recommender:queueing")]
+        ("queueing", False, "success", f"serving-exporter:{snap.workspace}/recommender:queueing")]
     assert "cleared" in events[0].title and "hint_state:cleared" in events[0].tags
     # The endpoint disappears while its hint is active: the hint clears.
     gone = replace(snap, endpoints=tuple(r for r in snap.endpoints if r.info.name != "recommender"))

@@ -343,7 +343,7 @@ def test_as_many_stuck_endpoints_as_workers_do_not_starve_the_healthy_ones(serve
             by_name = {r.info.name: r.status for r in snap.endpoints}
             assert all(by_name[n].up for n in healthy), {n: by_name[n].last_error for n in healthy}
             assert all(not by_name[n].up and by_name[n].last_error.startswith("timeout") for n in stuck)
-        calls = dict(snap.api_requests)
+        calls = {(call, outcome): n for (_, call, outcome), n in snap.api_requests.items()}
         assert calls[("metrics", "timeout")] == 2 * workers and calls[("metrics", "2xx")] == 2 * len(healthy)
     finally:
         poller.close()
@@ -402,8 +402,8 @@ def test_a_fetch_is_cut_at_the_poll_deadline_and_tried_again_at_the_next_poll(se
             assert status["fast"].up and not status["slow"].up
             assert status["slow"].last_error.startswith("deadline: ") and "before the deadline" in status["slow"].last_error
         assert sum(1 for path, _ in server.requests if "/slow/" in path) == 2  # one request per poll, none left over
-        assert snap.fetch_errors[("slow", "metrics", "deadline")] == 2
-        assert snap.api_requests[("metrics", "timeout")] == 2  # an API outcome: no answer in time
+        assert snap.fetch_errors[(snap.workspace, "slow", "metrics", "deadline")] == 2
+        assert snap.api_requests[(snap.workspace, "metrics", "timeout")] == 2  # an API outcome: no answer in time
         release.set()
         assert {r.info.name: r.status.up for r in poller.poll().endpoints} == {"fast": True, "slow": True}
     finally:

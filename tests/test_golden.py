@@ -49,6 +49,6 @@ def test_exposition_matches_golden(update_golden):
 
 def test_golden_shows_the_failed_fetch_and_keeps_its_figures():
     text = GOLDEN.read_text()
-    assert 'model_serving_exporter_up{serving_endpoint="doc-embedder"} 0.0' in text
-    assert 'model_serving_exporter_fetch_errors_total{call="metrics",reason="parse_error",serving_endpoint="doc-embedder"} 1.0' in text
-    assert 'model_serving_requests_per_second{served_entity="",serving_endpoint="doc-embedder"}' in text
+    assert 'model_serving_exporter_up{serving_endpoint="doc-embedder",workspace="replay.example.com"} 0.0' in text
+    assert 'model_serving_exporter_fetch_errors_total{call="metrics",reason="parse_error",serving_endpoint="doc-embedder",workspace="replay.example.com"} 1.0' in text
+    assert 'model_serving_requests_per_second{served_entity="",serving_endpoint="doc-embedder",workspace="replay.example.com"}' in text

@@ -172,6 +172,10 @@ EXPECTED = {
     "web-config": {("ConfigMap", "serving-exporter"), ("Deployment", "serving-exporter"),
                    ("PodDisruptionBudget", "serving-exporter"), ("Service", "serving-exporter"),
                    ("ServiceAccount", "serving-exporter"), ("ServiceMonitor", "serving-exporter")},
+    # Several workspaces: each one's credentials from a Secret of its own, none rendered by the chart.
+    "workspaces": {("ConfigMap", "serving-exporter"), ("Deployment", "serving-exporter"),
+                   ("PodDisruptionBudget", "serving-exporter"), ("Service", "serving-exporter"),
+                   ("ServiceAccount", "serving-exporter")},
     # No Databricks workspace: no Secret; the file_sd target groups in a ConfigMap of their own.
     "self-hosted": {("ConfigMap", "serving-exporter"), ("ConfigMap", "serving-exporter-file-sd"),
                     ("Deployment", "serving-exporter"), ("PodDisruptionBudget", "serving-exporter"),
@@ -699,7 +703,8 @@ def test_credential_environment_comes_from_secret_references(case: str):
         env = env_of(container)
         for name in CREDENTIALS.values():
             assert "value" not in env.get(name, {}), f"{case}: {name} as a plain value"
-        refs = {n: e["valueFrom"]["secretKeyRef"] for n, e in env.items() if "secretKeyRef" in e.get("valueFrom", {})}
+        refs = {n: e["valueFrom"]["secretKeyRef"] for n, e in env.items() if "secretKeyRef" in e.get("valueFrom", {})
+                and not n.startswith("WORKSPACE_")}  # a workspaces entry's: test_workspaces_read_their_own_secrets
         if values.get("existingSecret"):
             keys = {**{env: env for env in CREDENTIALS.values()},
                     **{env: values["secretKeys"][SECRET_KEY_OF[env]] for env in CREDENTIALS.values()
@@ -756,6 +761,17 @@ def test_pods_restart_when_configuration_or_credentials_change():
     ({"existingSecret": "creds", "datadog": {"apiKey": "k"}}, "leave the credential values empty"),
     ({"config": {"listen": "0.0.0.0:1234"}}, "use containerPort and listenHost"),
     ({"config": {"shard_count": 2}}, "use sharding.replicas"),
+    ({"workspaces": [{"name": "East", "host": "https://e", "existingSecret": "s", "tokenKey": "t"}]}, "short slug"),
+    ({"workspaces": [{"name": "east", "host": "https://e", "existingSecret": "s", "token": "dapi-1"}]},
+     "credentials are never chart values"),
+    ({"workspaces": [{"name": "east", "host": "https://e", "tokenKey": "t"}]}, "existingSecret is required"),
+    ({"workspaces": [{"name": "east", "host": "https://e", "existingSecret": "s"}]}, "set tokenKey or clientIdKey"),
+    ({"workspaces": [{"name": "east", "host": "https://e", "existingSecret": "s", "clientIdKey": "i"}]},
+     "clientIdKey and clientSecretKey go together"),
+    ({"workspaces": [{"name": "a-b", "host": "https://e", "existingSecret": "s", "tokenKey": "t"},
+                     {"name": "a_b", "host": "https://f", "existingSecret": "s", "tokenKey": "t"}]}, "must be unique"),
+    ({"workspaces": [{"name": "east", "host": "https://e", "existingSecret": "s", "tokenKey": "t"}],
+      "databricks": {"host": "https://x"}}, "set one"),
 ])
 def test_impossible_values_fail_to_render(values: dict, message: str):
     helm = require_module("helm_python")
@@ -1000,3 +1016,24 @@ def test_dockerfile_matches_the_chart():
     assert re.search(r'^ENTRYPOINT \["serving-exporter", "run"\]$', dockerfile, re.M)
     version = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
     assert yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"] == version
+
+
+def test_workspaces_read_their_own_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Each workspaces entry: its credentials as environment variables from its own Secret, named in the rendered
+    config.workspaces, which the exporter accepts and resolves (a source per workspace)."""
+    docs = resources(manifests("workspaces"))
+    (_pod, container), = exporter_containers(docs)
+    refs = {n: e["valueFrom"]["secretKeyRef"] for n, e in env_of(container).items() if n.startswith("WORKSPACE_")}
+    assert refs == {"WORKSPACE_PROD_EU_TOKEN": {"name": "databricks-prod-eu", "key": "token"},
+                    "WORKSPACE_PROD_US_CLIENT_ID": {"name": "databricks-prod-us", "key": "client-id"},
+                    "WORKSPACE_PROD_US_CLIENT_SECRET": {"name": "databricks-prod-us", "key": "client-secret"}}
+    config = one([d for d in docs if d["kind"] == "ConfigMap"], "ConfigMap")["data"]["config.yaml"]
+    settings = settings_in_pod("workspaces", container, config, tmp_path, monkeypatch, "serving-exporter-0")
+    assert [(w.name, w.host, w.token_env, w.client_id_env, w.client_secret_env) for w in settings.workspaces] == [
+        ("prod-eu", "https://adb-1234567890123456.7.azuredatabricks.net", "WORKSPACE_PROD_EU_TOKEN", None, None),
+        ("prod-us", "https://dbc-a1b2c3d4-e5f6.cloud.databricks.com", None, "WORKSPACE_PROD_US_CLIENT_ID",
+         "WORKSPACE_PROD_US_CLIENT_SECRET")]
+    environ = {"WORKSPACE_PROD_EU_TOKEN": "dapi-eu", "WORKSPACE_PROD_US_CLIENT_ID": "id",
+               "WORKSPACE_PROD_US_CLIENT_SECRET": "secret"}
+    assert settings.workspaces[0].auth(environ)["token"] == "dapi-eu"
+    assert settings.workspaces[1].auth(environ)["client_secret"] == "secret"

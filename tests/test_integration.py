@@ -18,6 +18,7 @@ from exporter.config import load_settings
 from exporter.daemon import Daemon
 from exporter.simulator import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TOKEN, SimulatorServer, build_demo_workspace
 from exporter.sources.databricks import DatabricksSource, client_factory
+from exporter.sources.databricks.client import host_label
 
 from .conftest import require_binary
 
@@ -67,6 +68,8 @@ class Stack:
                 for fam in text_string_to_metric_families(text) for s in fam.samples}
 
     def value(self, name: str, **labels: str) -> float | None:
+        if "serving_endpoint" in labels:  # an endpoint's series carry its workspace: here the one workspace's host
+            labels.setdefault("workspace", host_label(self.simulator.url))
         return self.scrape().get((name, frozenset(labels.items())))
 
     def api(self) -> dict:

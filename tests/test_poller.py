@@ -124,10 +124,10 @@ def test_per_endpoint_targets_reach_the_exposition():
     poller.poll()
     registry = CollectorRegistry()
     registry.register(ServingCollector(lambda: poller.snapshot))
-    assert registry.get_sample_value("model_serving_target", {"serving_endpoint": "b", "check": "cpu_utilization"}) == 0.3
-    assert registry.get_sample_value("model_serving_target", {"serving_endpoint": "a", "check": "cpu_utilization"}) == 0.8
+    assert registry.get_sample_value("model_serving_target", {"workspace": "", "serving_endpoint": "b", "check": "cpu_utilization"}) == 0.3
+    assert registry.get_sample_value("model_serving_target", {"workspace": "", "serving_endpoint": "a", "check": "cpu_utilization"}) == 0.8
     assert registry.get_sample_value("model_serving_target_breached",
-                                     {"serving_endpoint": "b", "served_entity": "", "check": "cpu_utilization"}) == 1
+                                     {"workspace": "", "serving_endpoint": "b", "served_entity": "", "check": "cpu_utilization"}) == 1
 
 
 def test_a_failing_list_keeps_polling_known_endpoints():
@@ -150,7 +150,7 @@ def test_an_unexpected_error_marks_only_that_endpoint_down():
     assert not report(snap, "b").status.up and report(snap, "b").status.last_error.startswith("internal_error")
     assert report(snap, "b").endpoint.figures.minutes == 1  # its data is kept
     assert report(snap, "a").status.up and report(snap, "c").status.up
-    assert snap.fetch_errors[("b", "metrics", "internal_error")] == 1
+    assert snap.fetch_errors[("", "b", "metrics", "internal_error")] == 1
 
 
 def test_a_hanging_endpoint_does_not_hold_the_poll_back():
@@ -222,7 +222,7 @@ def test_render_failure_of_one_endpoint_leaves_no_partial_series(monkeypatch):
     registry = CollectorRegistry()
     registry.register(ServingCollector(lambda: poller.snapshot))
     text = generate_latest(registry).decode()
-    assert 'serving_endpoint="b"' not in text and 'model_serving_exporter_up{serving_endpoint="a"} 1.0' in text
+    assert 'serving_endpoint="b"' not in text and 'model_serving_exporter_up{serving_endpoint="a",workspace=""} 1.0' in text
     assert "model_serving_exporter_render_errors 1.0" in text
 
 
@@ -252,7 +252,7 @@ def test_deadline_failures_are_counted_each_poll():
     source.block["c"] = threading.Event()
     poller.poll()
     snap = poller.poll()
-    assert snap.fetch_errors[("c", "metrics", "deadline")] == 2
+    assert snap.fetch_errors[("", "c", "metrics", "deadline")] == 2
     source.block["c"].set()
 
 
@@ -269,18 +269,18 @@ def test_an_endpoint_whose_first_fetch_hangs_is_published_down_at_the_deadline()
         assert not c.status.up and c.status.last_success_s is None
         assert c.status.last_error == "deadline: still fetching after 0.3s"
         assert c.endpoint.figures.minutes == 0 and c.hints == () and c.recommendation is None
-        assert snap.fetch_errors[("c", "metrics", "deadline")] == 1
+        assert snap.fetch_errors[("", "c", "metrics", "deadline")] == 1
         registry = CollectorRegistry()
         registry.register(ServingCollector(lambda: poller.snapshot))
-        assert registry.get_sample_value("model_serving_exporter_up", {"serving_endpoint": "c"}) == 0
+        assert registry.get_sample_value("model_serving_exporter_up", {"workspace": "", "serving_endpoint": "c"}) == 0
         assert registry.get_sample_value("model_serving_exporter_last_success_timestamp_seconds",
-                                         {"serving_endpoint": "c"}) is None  # the never_fetched case of MetricsStale
-        assert registry.get_sample_value("model_serving_target", {"serving_endpoint": "c", "check": "error_ratio"}) == 0.01
-        assert registry.get_sample_value("model_serving_exporter_up", {"serving_endpoint": "a"}) == 1
+                                         {"workspace": "", "serving_endpoint": "c"}) is None  # the never_fetched case of MetricsStale
+        assert registry.get_sample_value("model_serving_target", {"workspace": "", "serving_endpoint": "c", "check": "error_ratio"}) == 0.01
+        assert registry.get_sample_value("model_serving_exporter_up", {"workspace": "", "serving_endpoint": "a"}) == 1
     finally:
         source.block["c"].set()
     deadline = time.monotonic() + 5
-    while poller.states["c"].busy and time.monotonic() < deadline:
+    while poller.states[("", "c")].busy and time.monotonic() < deadline:
         time.sleep(0.01)
     assert report(poller.poll(), "c").status.up
 
@@ -292,13 +292,13 @@ def test_a_listing_reaches_a_busy_endpoint_only_when_its_worker_starts_again():
     poller.poll()
     source.block["c"] = threading.Event()
     poller.poll()  # c's worker now hangs in its fetch
-    before = poller.states["c"].info
+    before = poller.states[("", "c")].info
     source.infos["c"] = EndpointInfo(name="c", ready=True, last_updated_ms=1, tags={"team": "search"})
     snap = poller.poll()  # the scheduler lists the new tags while c's worker still runs
-    assert poller.states["c"].info is before and report(snap, "c").info.tags == {}
+    assert poller.states[("", "c")].info is before and report(snap, "c").info.tags == {}
     source.block["c"].set()
     deadline = time.monotonic() + 5
-    while poller.states["c"].busy and time.monotonic() < deadline:
+    while poller.states[("", "c")].busy and time.monotonic() < deadline:
         time.sleep(0.01)
     snap = poller.poll()
     assert report(snap, "c").info.tags == {"team": "search"}
@@ -321,7 +321,7 @@ def test_invalid_data_is_refused_and_the_good_figures_stay(bad):
     assert after.endpoint.figures.qps == pytest.approx(10.0)  # the stored minute, not -10, +Inf or 20
     assert after.endpoint.counters.requests == before.endpoint.counters.requests
     assert report(poller.snapshot, "b").status.up  # the other endpoint is not affected
-    assert poller.snapshot.fetch_errors[("a", "metrics", "invalid_data")] == 1
+    assert poller.snapshot.fetch_errors[("", "a", "metrics", "invalid_data")] == 1
     source.bodies["a"] = body(ts_ms=1763820120000)
     now[0] += 60
     recovered = report(poller.poll(), "a")

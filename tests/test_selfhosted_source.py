@@ -317,7 +317,7 @@ def test_the_composite_keeps_names_distinct_and_a_failing_listing_does_not_blank
     assert composite.fetch("vllm").endpoint.requests == 2.0 and composite.fetch("chat").endpoint.requests == 1.0
     selfhosted.fail = True
     assert [i.name for i in composite.list_endpoints()] == ["fraud", "chat", "vllm"]  # its last good listing
-    assert composite.list_errors[("self-hosted", "timeout")] == 1
+    assert composite.list_errors[("", "timeout")] == 1
     databricks.fail = True
     fresh = CompositeSource([databricks, selfhosted])
     with pytest.raises(FetchError):

@@ -55,8 +55,8 @@ FLEET = Snapshot(
         report("golf-two-breaches", breached=("latency_p99", "error_ratio")),
     ),
     completed_at_s=NOW - 12, poll_duration_s=0.25, polls={"success": 9, "list_failed": 2},
-    fetch_errors={("bravo-down", "metrics", "timeout"): 3.0, ("alpha-ok", "metrics", "timeout"): 1.0,
-                  ("alpha-ok", "detail", "http_5xx"): 2.0},
+    fetch_errors={("", "bravo-down", "metrics", "timeout"): 3.0, ("", "alpha-ok", "metrics", "timeout"): 1.0,
+                  ("", "alpha-ok", "detail", "http_5xx"): 2.0},
     discovered=7, workspace="adb-123.azuredatabricks.net",
 )
 

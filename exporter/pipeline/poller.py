@@ -49,6 +49,11 @@ DETAIL_THREADS = 4  # concurrent detail calls of a source with a loop (each in a
 MAX_CLOCK_SKEW_S = 600  # sample timestamps further ahead of the clock than this are not trusted
 
 
+def named(info: EndpointInfo) -> str:
+    """An endpoint as logs name it: with its workspace where it has one."""
+    return f"{info.name} (workspace {info.workspace})" if info.workspace else info.name
+
+
 class EndpointState:
     """Everything remembered about one endpoint between polls (see the module docstring for who owns what)."""
 
@@ -138,8 +143,9 @@ class Poller:
         # Minute keys for observations without timestamps; the demo injects its simulated clock.
         self.minute_clock = minute_clock or clock
         self.window_minutes = max(1, math.ceil(settings.window_seconds / 60))
-        self.states: dict[str, EndpointState] = {}
+        self.states: dict[tuple[str, str], EndpointState] = {}  # by EndpointInfo.key: (workspace, name)
         self.poll_outcomes: Counter[str] = Counter()
+        self.list_errors: Counter[tuple[str, str]] = Counter()  # (workspace, reason) -> failed listings
         self.discovered = 0
         self.last_list_error: str | None = None
         self.snapshot = Snapshot(workspace=source.workspace)
@@ -178,13 +184,16 @@ class Poller:
             reason = exc.reason if isinstance(exc, FetchError) else "internal_error"
             log.warning("listing endpoints failed (%s): %s", reason, exc, exc_info=not isinstance(exc, FetchError))
             self.poll_outcomes["list_failed"] += 1
+            if not hasattr(self.source, "list_errors"):  # a composite counts each of its sources' own
+                self.list_errors[(self.source.workspace or "", reason)] += 1
             self.last_list_error = f"{reason}: {exc}"
             listing = None
         if listing is not None:
             self.discovered = len(listing)
             index, count = self.settings.shard()
+            by_key = bool(self.settings.workspaces)  # several workspaces: namesakes may go to different replicas
             self._reconcile([info for info in listing if self.settings.endpoints.selects(info)
-                             and shard_of(info.name, count) == index])
+                             and shard_of(info.name, count, info.workspace if by_key else None) == index])
 
         states = list(self.states.values())
         # Endpoints that answered last time go first, fastest first: slow or failing ones cannot hold every
@@ -204,11 +213,11 @@ class Poller:
         if listing is not None:
             self.poll_outcomes["success"] += 1
         reports, errors = [], {}
-        for state in sorted(states, key=lambda s: s.info.name):
+        for state in sorted(states, key=lambda s: s.info.key):
             report, state_errors = state.published(self.deadline_s, self._blank_report)
             reports.append(report)
-            errors.update({(state.info.name, call, reason): n for (call, reason), n in state_errors.items()})
-        api_requests, api_retries = self.source.usage.totals()
+            errors.update({(*state.info.key, call, reason): n for (call, reason), n in state_errors.items()})
+        api_requests, api_retries = self._api_usage()
         self.snapshot = Snapshot(
             endpoints=tuple(reports),
             api_requests=api_requests,
@@ -217,6 +226,7 @@ class Poller:
             poll_duration_s=finished - started,
             polls=dict(self.poll_outcomes),
             fetch_errors=errors,
+            list_errors=dict(getattr(self.source, "list_errors", self.list_errors)),
             discovered=self.discovered,
             workspace=self.source.workspace,
             shard=self.settings.shard(),
@@ -226,14 +236,14 @@ class Poller:
 
     def _reconcile(self, selected: list[EndpointInfo]) -> None:
         """Adopt the listing: new endpoints get state, vanished ones lose theirs (and so their series)."""
-        names = {info.name for info in selected}
-        for name in [n for n in self.states if n not in names]:
-            log.info("endpoint %s is gone; dropping its series", name)
-            del self.states[name]
+        keys = {info.key for info in selected}
+        for key in [k for k in self.states if k not in keys]:
+            log.info("endpoint %s is gone; dropping its series", named(self.states[key].info))
+            del self.states[key]
         for info in selected:
-            state = self.states.get(info.name)
+            state = self.states.get(info.key)
             if state is None:
-                state = self.states[info.name] = EndpointState(info, self.window_minutes)
+                state = self.states[info.key] = EndpointState(info, self.window_minutes)
             state.offer_listing(info)
 
     def _poll_endpoint(self, state: EndpointState, deadline: float) -> None:
@@ -243,14 +253,14 @@ class Poller:
             self._refresh_detail(state, deadline)
             started = self.clock()
             try:
-                observed = self.source.fetch(state.info.name, deadline)
+                observed = self.source.fetch(state.info.name, deadline, **self._where(state.info))
             except FetchError as exc:  # parse errors included (MetricsParseError)
                 state.replicas = getattr(exc, "replicas", state.replicas)
                 self._failed(state, exc.reason, str(exc), started)
             else:
                 self._ingest(state, observed, started)
         except Exception as exc:  # a bug must not take the other endpoints down with it
-            log.exception("unexpected error polling endpoint %s", state.info.name)
+            log.exception("unexpected error polling endpoint %s", named(state.info))
             self._failed(state, "internal_error", f"{type(exc).__name__}", self.clock())
         self._finish(state)
 
@@ -266,7 +276,8 @@ class Poller:
                     await asyncio.get_running_loop().run_in_executor(self._pool, self._refresh_detail, state, deadline)
                 started = self.clock()
                 try:
-                    observed = await self.source.fetch_async(state.info.name, deadline)  # type: ignore[attr-defined]
+                    observed = await self.source.fetch_async(state.info.name, deadline,  # type: ignore[attr-defined]
+                                                             **self._where(state.info))
                 except FetchError as exc:
                     state.replicas = getattr(exc, "replicas", state.replicas)  # self-hosted: all replicas down
                     self._failed(state, exc.reason, str(exc), started)
@@ -277,16 +288,31 @@ class Poller:
                     state.busy = False
                 raise
             except Exception as exc:
-                log.exception("unexpected error polling endpoint %s", state.info.name)
+                log.exception("unexpected error polling endpoint %s", named(state.info))
                 self._failed(state, "internal_error", f"{type(exc).__name__}", self.clock())
             self._finish(state)
+
+    def _api_usage(self) -> tuple[dict[tuple[str, str, str], float], dict[tuple[str, str], float]]:
+        """The API calls and retries so far, by workspace: each workspace has its own rate limits."""
+        usages = getattr(self.source, "usages", None)
+        calls: Counter[tuple[str, str, str]] = Counter()
+        retries: Counter[tuple[str, str]] = Counter()
+        for workspace, usage in usages() if usages else [(self.source.workspace, self.source.usage)]:
+            c, r = usage.totals()
+            calls.update({(workspace or "", call, outcome): n for (call, outcome), n in c.items()})
+            retries.update({(workspace or "", call): n for call, n in r.items()})
+        return dict(calls), dict(retries)
+
+    def _where(self, info: EndpointInfo) -> dict[str, str | None]:
+        """The workspace argument for a source that serves several (CompositeSource); others take the name alone."""
+        return {"workspace": info.workspace} if getattr(self.source, "keyed_by_workspace", False) else {}
 
     def _finish(self, state: EndpointState) -> None:
         """Analyse and publish the endpoint's report, and hand the endpoint back."""
         try:
             report = self._report(state)
         except Exception:
-            log.exception("unexpected error analysing endpoint %s", state.info.name)
+            log.exception("unexpected error analysing endpoint %s", named(state.info))
             report = None
         with state.lock:
             if report is not None:
@@ -303,12 +329,12 @@ class Poller:
         if not self._detail_due(state):
             return
         try:
-            state.info = self.source.describe(state.info.name, deadline=deadline)
+            state.info = self.source.describe(state.info.name, deadline=deadline, **self._where(state.info))
             state.detail_at = now
         except FetchError as exc:
             with state.lock:
                 state.errors[("detail", exc.reason)] += 1
-            log.debug("detail of %s failed: %s", state.info.name, exc)
+            log.debug("detail of %s failed: %s", named(state.info), exc)
 
     def _ingest(self, state: EndpointState, observed: Observation, started: float) -> None:
         state.replicas = observed.replicas
@@ -331,7 +357,7 @@ class Poller:
         timestamp_ms = observed.timestamp_ms
         if timestamp_ms is not None and timestamp_ms > (now_minute_s + MAX_CLOCK_SKEW_S) * 1000:
             # A timestamp far in the future would make every later minute look old: distrust it.
-            log.warning("metrics of %s carry a timestamp %.0fs ahead of the clock; using the clock", state.info.name,
+            log.warning("metrics of %s carry a timestamp %.0fs ahead of the clock; using the clock", named(state.info),
                         timestamp_ms / 1000 - now_minute_s)
             timestamp_ms = None
         if timestamp_ms is None and observed.fingerprint is not None:
@@ -347,13 +373,13 @@ class Poller:
     def _succeeded(self, state: EndpointState, started: float) -> None:
         now = self.clock()
         if not state.status.up and state.status.last_success_s is not None:
-            log.info("metrics of %s recovered", state.info.name)
+            log.info("metrics of %s recovered", named(state.info))
         with state.lock:
             state.status = PollStatus(up=True, last_success_s=now, last_error=None, duration_s=now - started)
 
     def _failed(self, state: EndpointState, reason: str, message: str, started: float) -> None:
         if state.status.up or state.status.last_success_s is None:
-            log.warning("metrics of %s failed (%s): %s", state.info.name, reason, message)
+            log.warning("metrics of %s failed (%s): %s", named(state.info), reason, message)
         with state.lock:
             state.errors[("metrics", reason)] += 1
             state.status = replace(state.status, up=False, last_error=f"{reason}: {message}"[:300],

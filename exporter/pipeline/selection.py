@@ -12,12 +12,13 @@ from ..strict import Strict
 
 
 class Selector(Strict):
-    """Matches endpoints by name (a regular expression that must match the whole name), tags, platform and/or
-    model server."""
+    """Matches endpoints by name (a regular expression that must match the whole name), tags, platform,
+    workspace and/or model server."""
 
     name: str | None = Field(None, description="regular expression matched against the whole endpoint name")
     tags: dict[str, str] = Field(default_factory=dict, description="tags that must all be present with these values")
     platform: str | None = Field(None, description="the endpoint's platform: databricks or self-hosted")
+    workspace: str | None = Field(None, description="the endpoint's workspace: its name in `workspaces:` (or the host of the one workspace)")
     server: str | None = Field(None, description="self-hosted: the model server kind (vllm, tgi, triton, ...)")
 
     @field_validator("name")
@@ -35,6 +36,8 @@ class Selector(Strict):
             return False
         if (self.platform is not None and info.platform != self.platform) or (self.server is not None and info.server != self.server):
             return False
+        if self.workspace is not None and info.workspace != self.workspace:
+            return False
         return all(info.tags.get(k) == v for k, v in self.tags.items())
 
 
@@ -48,7 +51,9 @@ class EndpointFilter(Strict):
         return not any(s.matches(info) for s in self.exclude)
 
 
-def shard_of(name: str, count: int) -> int:
-    """The replica that polls an endpoint: a stable hash of its name alone, so every replica agrees
-    without talking to the others and an endpoint never moves when others come and go."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
+def shard_of(name: str, count: int, workspace: str | None = None) -> int:
+    """The replica that polls an endpoint: a stable hash of its name (and of its configured workspace's name,
+    with a `workspaces:` list), so every replica agrees without talking to the others and an endpoint never
+    moves when others come and go. A single workspace hashes the name alone, as before there were several."""
+    key = name if workspace is None else f"{workspace}/{name}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % count

@@ -83,24 +83,31 @@ class WorkspaceAnalysis:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._state: dict[str, _Held] = {}
+        self._state: dict[tuple[str, str], _Held] = {}  # by EndpointInfo.key
 
     def apply(self, snap: Snapshot, immediate: bool = False) -> Snapshot:
         """The snapshot with its usage and hints. `immediate`: fire without hysteresis (one-shot commands)."""
-        found = usage(((r.info, r.endpoint.figures) for r in snap.endpoints), self.settings.workspace_limits)
-        named = {name for name, _ in found.candidates}
+        # Limits are per workspace: each workspace's standard endpoints are summed apart.
+        by_workspace: dict[str, list[tuple[EndpointInfo, Figures]]] = {}
+        for r in snap.endpoints:
+            if standard(r.info):
+                by_workspace.setdefault(r.info.workspace or "", []).append((r.info, r.endpoint.figures))
+        if not by_workspace:
+            by_workspace[snap.workspace or ""] = []  # no standard endpoint: the totals are zero, not absent
+        found_in = {w: usage(rows, self.settings.workspace_limits) for w, rows in by_workspace.items()}
+        named = {(w, name) for w, u in found_in.items() for name, _ in u.candidates}
         remediation = self.settings.remediation
         now = snap.completed_at_s or 0.0
         reports = []
         for report in snap.endpoints:
             info = report.info
-            state = self._state.setdefault(info.name, _Held())
+            state = self._state.setdefault(info.key, _Held())
             detail = None
-            if info.name in named:  # the others' condition does not hold: no need for their settings
+            if info.key in named:  # the others' condition does not hold: no need for their settings
                 thresholds, disabled = remediation.for_endpoint(info)
                 if RULE.id not in disabled:
                     ctx = Context(info, report.endpoint.figures, {c.name: c for c in report.endpoint.checks},
-                                  self.settings.targets_for(info), thresholds, workspace=found)
+                                  self.settings.targets_for(info), thresholds, workspace=found_in[info.workspace or ""])
                     detail = RULE.detail(ctx)
             if detail is not None:
                 state.held, state.missed, state.detail = state.held + 1, 0, detail
@@ -114,6 +121,6 @@ class WorkspaceAnalysis:
                 hint = Hint(RULE.id, RULE.severity, RULE.summary, state.detail, state.since_s)
                 report = replace(report, hints=report.hints + (hint,))
             reports.append(report)
-        for gone in set(self._state) - {r.info.name for r in snap.endpoints}:
+        for gone in set(self._state) - {r.info.key for r in snap.endpoints}:
             del self._state[gone]
-        return replace(snap, endpoints=tuple(reports), usage=found)
+        return replace(snap, endpoints=tuple(reports), usages=found_in)

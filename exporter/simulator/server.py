@@ -69,6 +69,9 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server.workspace
 
     def _dispatch(self, method: str) -> None:
+        if self.server.stopping.is_set():  # a stopped workspace is gone: its kept-alive connections too
+            self.close_connection = True
+            return
         path = urlsplit(self.path).path
         try:
             self._raw_body = self._read_body()

@@ -37,6 +37,7 @@ def snapshot_json(snap: Snapshot) -> dict[str, Any]:
         info = _plain(report.info)
         endpoints.append({
             "name": report.info.name,
+            "workspace": report.info.workspace,
             "config": info,
             "status": _plain(report.status),
             **_series(report.endpoint),
@@ -51,7 +52,8 @@ def snapshot_json(snap: Snapshot) -> dict[str, Any]:
         "completed_at": snap.completed_at_s,
         "poll_duration_seconds": snap.poll_duration_s,
         "shard": {"index": snap.shard[0], "count": snap.shard[1]},
-        "workspace_usage": _plain(snap.usage) if snap.usage else None,
+        "workspace_usage": _plain(snap.usage) if snap.usage else None,  # one workspace; several: by workspace
+        "workspace_usages": {w: _plain(u) for w, u in snap.usages.items()},
         "endpoints": endpoints,
     }
 
@@ -119,9 +121,11 @@ def make_app(exposition: Exposition, snapshot: Callable[[], Snapshot], refresh_s
             return _reply(start_response, "200 OK", page.fleet(sort), HTML, headers=PAGE_HEADERS)
         if path.startswith(ENDPOINT_PATH):
             # wsgiref decodes the path as Latin-1; names are UTF-8.
-            body = page.endpoint(path[len(ENDPOINT_PATH):].encode("latin-1").decode("utf-8", "replace"))
+            workspace = parse_qs(environ.get("QUERY_STRING", "")).get("workspace", [None])[0]
+            body = page.endpoint(path[len(ENDPOINT_PATH):].encode("latin-1").decode("utf-8", "replace"), workspace)
             if body is None:
-                return _reply(start_response, "404 Not Found", b"no such endpoint in the last poll\n")
+                return _reply(start_response, "404 Not Found", b"no such endpoint in the last poll (with several "
+                              b"workspaces, name one: ?workspace=NAME)\n")
             return _reply(start_response, "200 OK", body, HTML, headers=PAGE_HEADERS)
         return _reply(start_response, "404 Not Found", b"not found\n")
 

@@ -84,16 +84,16 @@ def endpoint_rows(report: EndpointReport, budget: SeriesBudget | None = None) ->
     """Every sample of one endpoint within the budget: its series rows (the endpoint, then each served
     entity), then the endpoint-wide families."""
     budget = budget or SeriesBudget()
-    name = report.info.name
+    key = report.info.key  # (workspace, name): the scope labels
     for family in SERIES:
         if budget.keeps(family):
             for series in budget.rows(report):
                 for labels, value in samples(family, series):
-                    yield family, (name, series.entity or "", *labels), value
+                    yield family, (*key, series.entity or "", *labels), value
     for family in ENDPOINT:
         if budget.keeps(family):
             for labels, value in samples(family, report):
-                yield family, (name, *labels), value
+                yield family, (*key, *labels), value
 
 
 def _family(f: Family) -> Metric:

@@ -20,7 +20,7 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from .. import __version__
-from ..model import EndpointReport, Figures, Snapshot
+from ..model import EndpointInfo, EndpointReport, Figures, Snapshot
 from ..pipeline.targets import TARGET_CHECKS
 
 ENDPOINT_PATH = "/endpoints/"
@@ -97,8 +97,10 @@ def fmt(value: float | None, unit: str = "count") -> str:
     return f"{value:.1f}" if value != int(value) else f"{value:.0f}"
 
 
-def endpoint_url(name: str) -> str:
-    return ENDPOINT_PATH + quote(name, safe="")
+def endpoint_url(info: EndpointInfo) -> str:
+    """The endpoint's page; with `?workspace=` where it has one, as two workspaces may each have the name."""
+    query = f"?workspace={quote(info.workspace, safe='')}" if info.workspace else ""
+    return ENDPOINT_PATH + quote(info.name, safe="") + query
 
 
 # ---------------------------------------------------------------------------
@@ -238,21 +240,24 @@ class StatusPage:
         sort = sort if sort in SORTS or sort == BY_NAME else None
         return self._render("fleet.html", snap, endpoints=ordered(snap.endpoints, sort), sort=sort)
 
-    def endpoint(self, name: str) -> bytes | None:
-        """The endpoint's page, or None if the snapshot has no such endpoint."""
+    def endpoint(self, name: str, workspace: str | None = None) -> bytes | None:
+        """The endpoint's page, or None if the snapshot has no such endpoint. Without `workspace`, the name must
+        be the only one of its kind (a link from before there were several workspaces keeps working)."""
         snap = self._snapshot()
-        report = next((r for r in snap.endpoints if r.info.name == name), None)
-        if report is None:
+        found = [r for r in snap.endpoints if r.info.name == name
+                 and (workspace is None or (r.info.workspace or "") == workspace)]
+        if len(found) != 1:
             return None
+        report = found[0]
         return self._render("endpoint.html", snap, report=report, charts=charts(report),
                             llm=llm_figures(report.endpoint.figures),
-                            errors=sorted(((call, reason), n) for (ep, call, reason), n in snap.fetch_errors.items()
-                                          if ep == name))
+                            errors=sorted(((call, reason), n) for (ws, ep, call, reason), n in snap.fetch_errors.items()
+                                          if (ws, ep) == report.info.key))
 
     def _render(self, template: str, snap: Snapshot, **context: object) -> bytes:
         now = self._clock()
         errors: Counter[tuple[str, str]] = Counter()
-        for (_endpoint, call, reason), n in snap.fetch_errors.items():
+        for (_workspace, _endpoint, call, reason), n in snap.fetch_errors.items():
             errors[(call, reason)] += n
         return self._env.get_template(template).render(
             snap=snap, now=now, refresh=self._refresh, errors_by_reason=sorted(errors.items()),

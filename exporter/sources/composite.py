@@ -1,11 +1,14 @@
-"""Several sources polled as one (Databricks and self-hosted endpoints in one exporter).
+"""Several sources polled as one (several Databricks workspaces and self-hosted endpoints in one exporter).
 
-Endpoint names must be distinct across sources, since they are the `serving_endpoint` label: a name the
-earlier source (Databricks, listed first) already has leaves the later source's endpoint out of the listing,
-logged as an error and counted in `collisions` at each listing, so that one endpoint's series never mixes two
-platforms' figures. A source whose listing fails keeps its last good listing (logged and counted in
-`list_errors`), so it never blanks the other sources' endpoints; the poll's listing fails only when no source
-has ever listed.
+An endpoint is identified by its workspace and its name (`EndpointInfo.key`, the `workspace` and
+`serving_endpoint` labels): two workspaces may each have an endpoint `chat`, and `describe`/`fetch` take the
+workspace to tell them apart. Between platforms names must still be distinct (a self-hosted endpoint has no
+workspace, and the status page and `recommend --endpoint` name endpoints across platforms by name): a name an
+earlier source of another platform (Databricks, listed first) already has leaves the later source's endpoint
+out of the listing, logged as an error and counted in `collisions` at each listing, so that one endpoint's
+series never mixes two platforms' figures. A source whose listing fails keeps its last good listing (logged
+and counted in `list_errors`, by the source's workspace), so it never blanks the other sources' endpoints;
+the poll's listing fails only when no source has ever listed.
 
 Each source may run its own event loop (its HTTP client's): the composite's loop is the first source's, and a
 fetch of a source on another loop is handed to that loop and awaited."""
@@ -18,13 +21,13 @@ from collections import Counter
 from collections.abc import Sequence
 
 from ..model import EndpointInfo
-from .base import FetchError, Observation, Source
+from .base import ApiUsage, FetchError, Observation, Source
 
 log = logging.getLogger(__name__)
 
 
 class _Usage:
-    """The sources' API usage added up (the poller reads `totals()`)."""
+    """The sources' API usage added up (the poller reads each source's apart: `CompositeSource.usages`)."""
 
     def __init__(self, sources: Sequence[Source]):
         self._sources = sources
@@ -40,6 +43,8 @@ class _Usage:
 
 
 class CompositeSource:
+    keyed_by_workspace = True  # describe and fetch take the endpoint's workspace (the poller passes it)
+
     def __init__(self, sources: Sequence[Source]):
         if not sources:
             raise ValueError("a composite source needs at least one source")
@@ -48,17 +53,23 @@ class CompositeSource:
         self.refresh_seconds = max(s.refresh_seconds for s in self.sources)
         self.usage = _Usage(self.sources)  # type: ignore[assignment]
         self._listed: dict[int, list[EndpointInfo]] = {}  # source index -> its last good listing
-        self._owner: dict[str, Source] = {}
-        self.list_errors: Counter[tuple[str, str]] = Counter()  # (platform, reason) -> count
+        self._owner: dict[tuple[str, str], Source] = {}  # EndpointInfo.key -> its source
+        self.list_errors: Counter[tuple[str, str]] = Counter()  # (workspace or "", reason) -> count
         self.collisions: Counter[str] = Counter()  # endpoint name -> listings that left a namesake out
 
     @property
     def workspace(self) -> str | None:  # type: ignore[override]
-        return next((s.workspace for s in self.sources if s.workspace), None)
+        """The workspace, where there is one; None with several (each endpoint then names its own)."""
+        named = {s.workspace for s in self.sources if s.workspace}
+        return named.pop() if len(named) == 1 else None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         return next(s.loop for s in self.sources if hasattr(s, "fetch_async"))  # type: ignore[attr-defined]
+
+    def usages(self) -> list[tuple[str | None, ApiUsage]]:
+        """Each source's API usage with its workspace: the exporter counts calls per workspace."""
+        return [(s.workspace, s.usage) for s in self.sources]
 
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
         # `fetch_async` only when some source has one (the poller checks with hasattr).
@@ -72,33 +83,35 @@ class CompositeSource:
                 self._listed[i] = source.list_endpoints(deadline)
             except Exception as exc:  # FetchError, or a bug: the other sources' endpoints stay
                 reason = exc.reason if isinstance(exc, FetchError) else "internal_error"
-                self.list_errors[(source.platform, reason)] += 1
+                where = source.workspace or source.platform
+                self.list_errors[(source.workspace or "", reason)] += 1
                 log.warning("listing the %s endpoints failed (%s): %s; keeping its last good listing (%s endpoints)",
-                            source.platform, reason, exc, len(self._listed[i]) if i in self._listed else "no")
+                            where, reason, exc, len(self._listed[i]) if i in self._listed else "no")
         if not self._listed:
             raise FetchError("list_failed", "no source could list its endpoints")
-        listing, owner = [], {}
+        listing, owner, platform_of = [], {}, {}
         for i, source in enumerate(self.sources):
             for info in self._listed.get(i, ()):
-                if info.name in owner:
+                other = platform_of.get(info.name, source.platform)
+                if info.key in owner or other != source.platform:
                     self.collisions[info.name] += 1
                     log.error("endpoint name %r is both a %s and a %s endpoint: the %s one is left out; "
-                              "rename it in the configuration", info.name, owner[info.name].platform,
-                              source.platform, source.platform)
+                              "rename it in the configuration", info.name, other, source.platform, source.platform)
                     continue
-                owner[info.name] = source
+                owner[info.key] = source
+                platform_of[info.name] = source.platform
                 listing.append(info)
         self._owner = owner
         return listing
 
-    def describe(self, name: str, deadline: float | None = None) -> EndpointInfo:
-        return self._source(name).describe(name, deadline)
+    def describe(self, name: str, deadline: float | None = None, workspace: str | None = None) -> EndpointInfo:
+        return self._source(name, workspace).describe(name, deadline)
 
-    def fetch(self, name: str, deadline: float | None = None) -> Observation:
-        return self._source(name).fetch(name, deadline)
+    def fetch(self, name: str, deadline: float | None = None, workspace: str | None = None) -> Observation:
+        return self._source(name, workspace).fetch(name, deadline)
 
-    async def _fetch_async(self, name: str, deadline: float | None = None) -> Observation:
-        source = self._source(name)
+    async def _fetch_async(self, name: str, deadline: float | None = None, workspace: str | None = None) -> Observation:
+        source = self._source(name, workspace)
         if not hasattr(source, "fetch_async"):
             return await asyncio.get_running_loop().run_in_executor(None, source.fetch, name, deadline)
         if source.loop is asyncio.get_running_loop():  # type: ignore[attr-defined]
@@ -110,8 +123,9 @@ class CompositeSource:
         for source in self.sources:
             source.close()
 
-    def _source(self, name: str) -> Source:
-        source = self._owner.get(name)
+    def _source(self, name: str, workspace: str | None) -> Source:
+        source = self._owner.get((workspace or "", name))
         if source is None:
-            raise FetchError("not_found", f"endpoint {name!r} is in no source's listing")
+            where = f" of workspace {workspace!r}" if workspace else ""
+            raise FetchError("not_found", f"endpoint {name!r}{where} is in no source's listing")
         return source

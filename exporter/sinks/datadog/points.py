@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...catalog import ENDPOINT_LABEL, ENTITY_LABEL, FAMILIES, Family, samples
+from ...catalog import ENDPOINT_LABEL, ENTITY_LABEL, FAMILIES, WORKSPACE_LABEL, Family, samples
 from ..budget import SeriesBudget
 from ...model import EndpointReport, Hint, Histogram, SeriesReport, Snapshot
 
@@ -152,35 +152,37 @@ class Translator:
     budget: SeriesBudget = field(default_factory=SeriesBudget)
     events: bool = True
     clock: Callable[[], float] = time.time
-    _series: dict[tuple[str, str | None], _SeriesMemory] = field(default_factory=dict)
+    # Per endpoint, by EndpointInfo.key (workspace, name): two workspaces may each have an endpoint `chat`.
+    _series: dict[tuple[tuple[str, str], str | None], _SeriesMemory] = field(default_factory=dict)
     _exporter_counts: dict[tuple[str, tuple[str, ...]], Any] = field(default_factory=dict)
-    _hints: dict[str, dict[str, Hint]] = field(default_factory=dict)
+    _hints: dict[tuple[str, str], dict[str, Hint]] = field(default_factory=dict)
 
     def translate(self, snap: Snapshot) -> tuple[list[Point], list[HintEvent]]:
         poll_ts = int(snap.completed_at_s if snap.completed_at_s is not None else self.clock())
-        base = tuple(self.tags) + ((tag("workspace", snap.workspace),) if snap.workspace else ())
+        base = tuple(self.tags)
         if snap.shard[1] > 1:
             base += (tag("shard", snap.shard[0]),)
         points: list[Point] = []
         events: list[HintEvent] = []
         present = set()
         for report in snap.endpoints:
-            name = report.info.name
-            present.add(name)
-            ep_tags = base + (tag(TAG_KEYS[ENDPOINT_LABEL], name),)
+            key = report.info.key
+            present.add(key)
+            ep_tags = base + _endpoint_tags(key)  # the endpoint's own workspace (none: self-hosted)
             points.extend(self._endpoint_points(report, ep_tags, poll_ts))
             if self.events:
-                events.extend(self._hint_events(name, report.hints, ep_tags, poll_ts))
+                events.extend(self._hint_events(key, report.hints, ep_tags, poll_ts))
         counts: dict[tuple[str, tuple[str, ...]], Any] = {}
+        exporter_tags = base + ((tag(WORKSPACE_LABEL, snap.workspace),) if snap.workspace else ())
         for family in EXPORTER_FAMILIES:
             for labels, value in samples(family, snap):
-                points.extend(self._points(family, labels, value, base, poll_ts, self._exporter_counts, counts))
+                points.extend(self._points(family, labels, value, exporter_tags, poll_ts, self._exporter_counts, counts))
         self._exporter_counts = counts
         # Forget what vanished: its hints clear, and a returning series starts afresh.
-        for name in [n for n in self._hints if n not in present]:
+        for key in [k for k in self._hints if k not in present]:
             if self.events:
-                events.extend(self._hint_events(name, (), base + (tag(TAG_KEYS[ENDPOINT_LABEL], name),), poll_ts, gone=True))
-            del self._hints[name]
+                events.extend(self._hint_events(key, (), base + _endpoint_tags(key), poll_ts, gone=True))
+            del self._hints[key]
         for key in [k for k in self._series if k[0] not in present]:
             del self._series[key]
         return points, events
@@ -188,7 +190,7 @@ class Translator:
     # -- per endpoint -------------------------------------------------------------------------
 
     def _endpoint_points(self, report: EndpointReport, ep_tags: tuple[str, ...], poll_ts: int) -> Iterator[Point]:
-        name = report.info.name
+        name = report.info.key
         for series in self.budget.rows(report):
             minute = self._new_minute(name, series)
             if minute is None:
@@ -217,7 +219,7 @@ class Translator:
             for labels, value in samples(family, report):
                 yield from self._points(family, labels, value, ep_tags, poll_ts, {}, {})
 
-    def _new_minute(self, endpoint: str, series: SeriesReport) -> int | None:
+    def _new_minute(self, endpoint: tuple[str, str], series: SeriesReport) -> int | None:
         """The series' source minute if it was not sent yet, else None."""
         minute = series.figures.latest_minute_ms
         if minute is None:
@@ -229,7 +231,7 @@ class Translator:
                 sent: dict, now: dict) -> Iterator[Point]:
         """One catalog sample as points. Counters and histograms: their growth since `sent` (a reset counts
         from zero); `now` records what this point leaves sent."""
-        tags = tags + label_tags(family.labels, labels)
+        tags = tags + tuple(t for t in label_tags(family.labels, labels) if t not in tags)  # workspace: once
         metric = PREFIX + family.name
         if family.type == "gauge":
             if _finite(value):
@@ -254,17 +256,18 @@ class Translator:
 
     # -- hint events ----------------------------------------------------------------------------
 
-    def _hint_events(self, endpoint: str, hints: Iterable[Hint], ep_tags: tuple[str, ...], now: int,
+    def _hint_events(self, key: tuple[str, str], hints: Iterable[Hint], ep_tags: tuple[str, ...], now: int,
                      gone: bool = False) -> Iterator[HintEvent]:
-        before = self._hints.get(endpoint, {})
+        before = self._hints.get(key, {})
         active = {h.id: h for h in hints}
+        workspace, endpoint = key  # the workspace is in the tags and the aggregation key
         for rule, hint in active.items():
             if rule not in before:
-                yield _event(endpoint, hint, True, ep_tags, int(hint.since_s or now))
+                yield _event(endpoint, hint, True, ep_tags, int(hint.since_s or now), workspace=workspace)
         for rule, hint in before.items():
             if rule not in active:
-                yield _event(endpoint, hint, False, ep_tags, now, gone)
-        self._hints[endpoint] = active
+                yield _event(endpoint, hint, False, ep_tags, now, gone, workspace)
+        self._hints[key] = active
 
 
 def _point(metric: str, type_: int, ts: int, value: float, tags: tuple[str, ...]) -> Point:
@@ -287,7 +290,13 @@ def _bound(bound: float) -> str:
     return "inf" if math.isinf(bound) else format(bound, "g")
 
 
-def _event(endpoint: str, hint: Hint, active: bool, ep_tags: tuple[str, ...], when: int, gone: bool = False) -> HintEvent:
+def _endpoint_tags(key: tuple[str, str]) -> tuple[str, ...]:
+    workspace, name = key
+    return ((tag(WORKSPACE_LABEL, workspace),) if workspace else ()) + (tag(TAG_KEYS[ENDPOINT_LABEL], name),)
+
+
+def _event(endpoint: str, hint: Hint, active: bool, ep_tags: tuple[str, ...], when: int, gone: bool = False,
+           workspace: str = "") -> HintEvent:
     state = "active" if active else "cleared"
     title = f"{endpoint}: {hint.summary}" + ("" if active else " (cleared)")
     if active:
@@ -300,7 +309,7 @@ def _event(endpoint: str, hint: Hint, active: bool, ep_tags: tuple[str, ...], wh
     text = "%%% \n" + "\n\n".join(p for p in (lead, detail, f"Rule: {REMEDIATION_DOCS}#{hint.id}") if p) + "\n %%%"
     if len(text) > 4000:  # the API's limit on `text`
         text = text[:3990] + "…\n %%%"
-    key = f"serving-exporter:{endpoint}:{hint.id}"
+    key = f"serving-exporter:{workspace + '/' if workspace else ''}{endpoint}:{hint.id}"
     if len(key) > 100:  # the API's limit on `aggregation_key`
         key = "serving-exporter:" + hashlib.sha256(key.encode()).hexdigest()[:64]
     tags = tuple(sorted(set(ep_tags + (tag("rule", hint.id), tag("severity", hint.severity), "event_type:remediation_hint",

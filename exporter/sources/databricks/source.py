@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
@@ -51,8 +52,9 @@ class DatabricksSource:
 
     def __init__(self, client_factory: Callable[[], SdkClient], *, timeout_s: float = 10.0,
                  retry_budget_s: float = 30.0, pool_size: int = 16, max_body_bytes: int = MAX_BODY_BYTES,
-                 max_entities: int = 50):
+                 max_entities: int = 50, name: str | None = None):
         self._factory = client_factory
+        self._name = name  # the configured workspace name (`workspaces:`); None: the host names it
         self._lock = threading.Lock()
         self._built: tuple[SdkClient, int] | None = None  # the SDK client and its generation (+1 per rebuild)
         self._headers: tuple[int, float, dict[str, str]] | None = None  # (generation, read at, auth headers)
@@ -65,7 +67,7 @@ class DatabricksSource:
         self._authorization: str | None = None  # the last Authorization header, to see token refreshes
         self._sdk_call = threading.local()  # which call the SDK is making on this thread, for its responses
         self.usage = ApiUsage()
-        self.workspace: str | None = None
+        self.workspace: str | None = name  # the `workspace` label of its endpoints (host_label: once the client is built)
         self._observed: dict[str, Observation] = {}  # each endpoint's last observation, to skip parsing a body again
         self._listed: dict[str, tuple[dict, EndpointInfo]] = {}  # each listed endpoint's last JSON and what it read as
 
@@ -90,7 +92,7 @@ class DatabricksSource:
         for item in items:
             if isinstance(item, dict) and item.get("name"):
                 cached = self._listed.get(item["name"])  # an endpoint's JSON rarely changes between polls
-                info = cached[1] if cached is not None and cached[0] == item else endpoint_from_json(item)
+                info = cached[1] if cached is not None and cached[0] == item else self._info(item)
                 read[info.name] = (item, info)
                 listed.append(info)
         self._listed = read
@@ -102,7 +104,10 @@ class DatabricksSource:
         data = self._call("detail", "GET", f"{API}/{quote(name, safe='')}", deadline=deadline)
         if not isinstance(data, dict) or not data.get("name"):
             raise FetchError("bad_response", f"endpoint {name!r}: detail response is not an endpoint object")
-        return endpoint_from_json(data, detailed=True)
+        return self._info(data, detailed=True)
+
+    def _info(self, data: dict, detailed: bool = False) -> EndpointInfo:
+        return replace(endpoint_from_json(data, detailed=detailed), workspace=self.workspace)
 
     def fetch(self, name: str, deadline: float | None = None) -> Observation:
         return self._observe(name, *self.read_metrics(name, deadline))
@@ -257,6 +262,7 @@ class DatabricksSource:
             client = self._factory()
         except Exception as exc:  # the SDK raises ValueError for missing or rejected credentials; it masks secrets
             raise FetchError("auth", f"cannot authenticate to Databricks: {redact(str(exc))}") from None
-        self.workspace = host_label(client.config.host)
+        if self._name is None:
+            self.workspace = host_label(client.config.host)
         on_each_response(client, self._sdk_response)
         return client

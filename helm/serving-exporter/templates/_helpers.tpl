@@ -132,6 +132,67 @@ the environment variable the Databricks SDK or the Datadog sink reads.
 {{- end }}
 
 {{/*
+The environment variables of a workspaces entry start with this: WORKSPACE_<NAME>, upper case, - as _.
+*/}}
+{{- define "serving-exporter.workspaceEnvPrefix" -}}
+{{- printf "WORKSPACE_%s" (. | upper | replace "-" "_") }}
+{{- end }}
+
+{{/*
+Each workspaces entry's credentials as environment variables read from its own Secret.
+*/}}
+{{- define "serving-exporter.workspaceEnv" -}}
+{{- $env := list }}
+{{- range .Values.workspaces }}
+{{- $prefix := include "serving-exporter.workspaceEnvPrefix" .name }}
+{{- $secret := .existingSecret }}
+{{- range list (list .tokenKey "TOKEN") (list .clientIdKey "CLIENT_ID") (list .clientSecretKey "CLIENT_SECRET") }}
+{{- if index . 0 }}
+{{- $env = append $env (dict "name" (printf "%s_%s" $prefix (index . 1)) "valueFrom" (dict "secretKeyRef" (dict "name" $secret "key" (index . 0)))) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson $env }}
+{{- end }}
+
+{{/*
+Refuses workspaces entries that cannot work, naming the entry.
+*/}}
+{{- define "serving-exporter.validateWorkspaces" -}}
+{{- $names := dict }}
+{{- range $i, $w := .Values.workspaces }}
+{{- $where := printf "workspaces[%d]" $i }}
+{{- if not (regexMatch "^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$" (toString $w.name)) }}
+{{- fail (printf "%s.name must be a short slug (lower case, digits, - and _): it is the workspace label" $where) }}
+{{- end }}
+{{- if hasKey $names (upper $w.name | replace "-" "_") }}
+{{- fail (printf "%s.name %s: names must be unique (also once upper-cased with - as _)" $where $w.name) }}
+{{- end }}
+{{- $_ := set $names (upper $w.name | replace "-" "_") true }}
+{{- if not $w.host }}
+{{- fail (printf "%s.host is required" $where) }}
+{{- end }}
+{{- if not $w.existingSecret }}
+{{- fail (printf "%s.existingSecret is required: the Secret holding this workspace's credentials" $where) }}
+{{- end }}
+{{- range list "token" "clientId" "clientSecret" }}
+{{- if hasKey $w . }}
+{{- fail (printf "%s.%s: credentials are never chart values; put them in the Secret %s and name its key (%sKey)" $where . $w.existingSecret .) }}
+{{- end }}
+{{- end }}
+{{- if eq (empty $w.tokenKey) (and (empty $w.clientIdKey) (empty $w.clientSecretKey)) }}
+{{- fail (printf "%s: set tokenKey or clientIdKey + clientSecretKey (one)" $where) }}
+{{- end }}
+{{- if ne (empty $w.clientIdKey) (empty $w.clientSecretKey) }}
+{{- fail (printf "%s: clientIdKey and clientSecretKey go together" $where) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.workspaces (or .Values.databricks.host .Values.databricks.token .Values.databricks.clientId) }}
+{{- fail "workspaces and databricks.* are two ways to name the workspace: set one" }}
+{{- end }}
+{{- end }}
+
+{{/*
 "true" when the chart renders its own Secret (some credential is set and there is no existingSecret).
 */}}
 {{- define "serving-exporter.createSecret" -}}
@@ -194,6 +255,24 @@ selfHosted.endpoints as its self_hosted.endpoints.
 {{- if hasKey $config . }}
 {{- fail (printf "config.%s is set by the chart: use %s instead" . (ternary "containerPort and listenHost" "sharding.replicas" (eq . "listen"))) }}
 {{- end }}
+{{- end }}
+{{- with .Values.workspaces }}
+{{- if or (hasKey $config "workspaces") (hasKey $config "databricks") }}
+{{- fail "workspaces is set: leave config.workspaces and config.databricks out (the chart writes config.workspaces)" }}
+{{- end }}
+{{- $list := list }}
+{{- range . }}
+{{- $w := dict "name" .name "host" .host }}
+{{- $env := include "serving-exporter.workspaceEnvPrefix" .name }}
+{{- if .tokenKey }}
+{{- $_ := set $w "token_env" (printf "%s_TOKEN" $env) }}
+{{- else }}
+{{- $_ := set $w "client_id_env" (printf "%s_CLIENT_ID" $env) }}
+{{- $_ := set $w "client_secret_env" (printf "%s_CLIENT_SECRET" $env) }}
+{{- end }}
+{{- $list = append $list $w }}
+{{- end }}
+{{- $_ := set $config "workspaces" $list }}
 {{- end }}
 {{- with .Values.selfHosted.endpoints }}
 {{- if hasKey $config "self_hosted" }}
@@ -340,6 +419,7 @@ Checks on combinations of values; renders nothing.
 {{- end }}
 {{- $_ := include "serving-exporter.configYaml" . }}
 {{- include "serving-exporter.validateSelfHosted" . }}
+{{- include "serving-exporter.validateWorkspaces" . }}
 {{- end }}
 
 {{/*
@@ -428,6 +508,7 @@ The exporter container. Used by this chart's Deployment and StatefulSet and, thr
   {{- $env = append $env (dict "name" (index . 2) "valueFrom" (dict "secretKeyRef" $ref)) }}
   {{- end }}
   {{- end }}
+  {{- $env = concat $env (include "serving-exporter.workspaceEnv" . | fromJsonArray) }}
   {{- $env = concat $env (.Values.extraEnv | default list) }}
   {{- with $env }}
   env:
