@@ -4,8 +4,7 @@ endpoints of the same names polled side by side over real HTTP, one of them then
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -17,6 +16,7 @@ from exporter.daemon import Daemon
 from exporter.simulator import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TOKEN, SimulatorServer, build_demo_workspace
 from exporter.sources.databricks.settings import WorkspaceSettings
 
+from .alerting import wait_for
 from .fake_datadog import FakeDatadog
 from .fake_datadog import no_datadog_environment  # noqa: F401 (an autouse fixture)
 
@@ -91,16 +91,6 @@ def test_one_source_per_workspace_and_the_single_workspace_unchanged():
 # -- two simulated workspaces in one daemon -----------------------------------------------------
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 class TwoWorkspaces:
     """Two demo workspaces (the same endpoint names in both) as `east` (PAT) and `west` (OAuth M2M), each with
     its credentials in its own environment variables, polled by one daemon with a Datadog sink."""
@@ -158,7 +148,7 @@ def test_two_workspaces_show_both_and_survive_one_failing(two: TwoWorkspaces, ca
         return all((qps, frozenset({"workspace": w, "serving_endpoint": "recommender", "served_entity": ""}.items()))
                    in samples for w in ("east", "west"))
 
-    wait_for(both_have_figures, what="recommender's figures from both workspaces")
+    wait_for(both_have_figures, 30, what="recommender's figures from both workspaces")
     # /metrics: the namesakes are two series, told apart by `workspace`; API usage is counted per workspace.
     for w in ("east", "west"):
         assert two.value("model_serving_exporter_up", workspace=w, serving_endpoint="recommender") == 1.0
@@ -184,17 +174,17 @@ def test_two_workspaces_show_both_and_survive_one_failing(two: TwoWorkspaces, ca
     def tagged(w: str) -> bool:
         return any("endpoint:recommender" in tags and f"workspace:{w}" in tags for _, _, _, _, tags in fake.points())
 
-    wait_for(lambda: tagged("east") and tagged("west"), what="Datadog points of both workspaces")
+    wait_for(lambda: tagged("east") and tagged("west"), 30, what="Datadog points of both workspaces")
 
     # West goes away: its endpoints stay, down, with their figures; east polls on.
     two.west.stop()
     west_up = {"workspace": "west", "serving_endpoint": "recommender"}
-    wait_for(lambda: two.value("model_serving_exporter_up", **west_up) == 0.0, what="west's endpoints down")
+    wait_for(lambda: two.value("model_serving_exporter_up", **west_up) == 0.0, 30, what="west's endpoints down")
     east_seen = two.value("model_serving_exporter_last_success_timestamp_seconds", workspace="east",
                           serving_endpoint="recommender")
     west_seen = two.value("model_serving_exporter_last_success_timestamp_seconds", **west_up)
     wait_for(lambda: two.value("model_serving_exporter_last_success_timestamp_seconds", workspace="east",
-                               serving_endpoint="recommender") > east_seen + 1, what="east polled twice more")
+                               serving_endpoint="recommender") > east_seen + 1, 30, what="east polled twice more")
     samples = two.scrape()
     assert samples[("model_serving_exporter_up", frozenset({"workspace": "east", "serving_endpoint": "recommender"}.items()))] == 1.0
     assert samples[("model_serving_exporter_last_success_timestamp_seconds", frozenset(west_up.items()))] == west_seen
