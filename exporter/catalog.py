@@ -380,6 +380,11 @@ FAMILIES: tuple[Family, ...] = (
            "stay polled, and those of other workspaces are unaffected.",
            "Snapshot.list_errors", lambda s: ((key, n) for key, n in sorted(s.list_errors.items())),
            (WORKSPACE_LABEL, "reason"), Datadog("poll", skip_zero=True)),
+    Family("exporter_discovery_errors", "counter", "exporter", "errors",
+           "Failed target discoveries of a self-hosted endpoint by reason (dns, file_sd: the last good target list "
+           "is kept), and listings that left it out because a Databricks endpoint has its name (name_clash).",
+           "Snapshot.discovery_errors", lambda s: ((key, n) for key, n in sorted(s.discovery_errors.items())),
+           (ENDPOINT_LABEL, "reason"), Datadog("poll", skip_zero=True)),
     Family("exporter_api_requests", "counter", "exporter", "requests",
            "Calls to the platform's API by workspace, call (list, detail, metrics, token) and outcome (2xx, 3xx, 429, 4xx, 5xx, "
            "timeout, connection), retries included: what the exporter costs the workspace's rate limits.",

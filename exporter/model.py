@@ -378,6 +378,9 @@ class Snapshot:
     polls: dict[str, float] = field(default_factory=dict)  # outcome -> count
     fetch_errors: dict[tuple[str, str, str, str], float] = field(default_factory=dict)  # (workspace, endpoint, call, reason) -> count
     list_errors: dict[tuple[str, str], float] = field(default_factory=dict)  # (workspace, reason) -> failed listings
+    # Self-hosted: (endpoint, reason) -> failed target discoveries (dns, file_sd) and listings that left the
+    # endpoint out for a Databricks namesake (name_clash).
+    discovery_errors: dict[tuple[str, str], float] = field(default_factory=dict)
     api_requests: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (workspace, call, outcome) -> count
     api_retries: dict[tuple[str, str], float] = field(default_factory=dict)  # (workspace, call) -> count
     discovered: int = 0

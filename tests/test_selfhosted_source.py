@@ -314,6 +314,7 @@ def test_the_composite_keeps_names_distinct_and_a_failing_listing_does_not_blank
     assert [(i.name, i.platform) for i in listed] == [("fraud", "databricks"), ("chat", "databricks"),
                                                       ("vllm", "self-hosted")]
     assert composite.collisions["chat"] == 1
+    assert composite.discovery_errors == {("chat", "name_clash"): 1}
     assert composite.fetch("vllm").endpoint.requests == 2.0 and composite.fetch("chat").endpoint.requests == 1.0
     selfhosted.fail = True
     assert [i.name for i in composite.list_endpoints()] == ["fraud", "chat", "vllm"]  # its last good listing
@@ -355,3 +356,20 @@ def test_the_poller_drives_a_composite_whose_sources_run_on_different_loops(repl
         poller.close()
     assert [(e.info.name, e.status.up, e.info.server) for e in snap.endpoints] == [("one", True, "vllm"),
                                                                                  ("two", True, "vllm")]
+
+
+def test_discovery_errors_reach_metrics(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A file_sd file that does not parse is counted where an operator sees it: on /metrics, by endpoint and reason."""
+    (tmp_path / "sd.yaml").write_text("- targets: [oops\n")
+    settings = Settings(self_hosted={"endpoints": [{"name": "ep", "file_sd": [str(tmp_path / "*.yaml")]}]},
+                        poll_interval_seconds=5)
+    poller = Poller(SelfHostedSource(settings.self_hosted), settings)
+    try:
+        poller.poll()
+        snap = poller.poll()
+    finally:
+        poller.close()
+    assert snap.discovery_errors == {("ep", "file_sd"): 2}
+    text = render(snap, SeriesBudget(), False).decode()
+    assert 'model_serving_exporter_discovery_errors_total{reason="file_sd",serving_endpoint="ep"} 2.0' in text
+

@@ -227,6 +227,7 @@ class Poller:
             polls=dict(self.poll_outcomes),
             fetch_errors=errors,
             list_errors=dict(getattr(self.source, "list_errors", self.list_errors)),
+            discovery_errors=dict(getattr(self.source, "discovery_errors", {})),
             discovered=self.discovered,
             workspace=self.source.workspace,
             shard=self.settings.shard(),

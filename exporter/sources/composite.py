@@ -58,6 +58,14 @@ class CompositeSource:
         self.collisions: Counter[str] = Counter()  # endpoint name -> listings that left a namesake out
 
     @property
+    def discovery_errors(self) -> Counter[tuple[str, str]]:
+        """Its self-hosted sources' failed discoveries, and the listings that left an endpoint out for a namesake."""
+        errors: Counter[tuple[str, str]] = Counter({(name, "name_clash"): n for name, n in self.collisions.items()})
+        for source in self.sources:
+            errors.update(getattr(source, "discovery_errors", {}))
+        return errors
+
+    @property
     def workspace(self) -> str | None:  # type: ignore[override]
         """The workspace, where there is one; None with several (each endpoint then names its own)."""
         named = {s.workspace for s in self.sources if s.workspace}
