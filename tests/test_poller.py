@@ -196,6 +196,23 @@ def test_a_timestamp_far_in_the_future_is_not_trusted():
     assert report(snap, "a").endpoint.figures.latest_minute_ms == 1763820000000  # keyed by the clock instead
 
 
+def test_a_skewed_clock_is_logged_when_it_starts_and_ends_not_at_every_poll(caplog):
+    source, poller, now = make()
+    caplog.set_level("INFO", logger="exporter.pipeline.poller")
+    for _ in range(3):  # three polls of endpoint a a day ahead of the clock: one warning
+        source.bodies["a"] = body(ts_ms=int(now[0] + 86400) * 1000)
+        poller.poll()
+        now[0] += 60
+    ahead = [r for r in caplog.records if "ahead of the clock" in r.getMessage()]
+    assert len(ahead) == 1 and ahead[0].levelname == "WARNING" and "metrics of a carry" in ahead[0].getMessage()
+    source.bodies["a"] = body(ts_ms=int(now[0] // 60) * MINUTE_MS)  # its clock is right again
+    poller.poll()
+    now[0] += 60
+    poller.poll()
+    again = [r for r in caplog.records if "within 600s of the clock again" in r.getMessage()]
+    assert len(again) == 1 and len([r for r in caplog.records if "ahead of the clock" in r.getMessage()]) == 1
+
+
 def test_parse_errors_never_echo_the_body():
     source, poller, _ = make()
     source.bodies["a"] = b"<html>proxy error; request had Authorization: Bearer dapiSECRET123</html>"

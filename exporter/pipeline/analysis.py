@@ -34,33 +34,44 @@ def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: f
     if not minutes:
         return Figures()
     rows = [m for _, m in minutes]
-    counted = [m for m in rows if m.requests is not None]
+    # Fields no minute reports stay None without being looked at: a platform reports few of them.
+    reported = frozenset().union(*[m.reported for m in rows])
+    counted = [m for m in rows if m.requests is not None] if "requests" in reported else []
     span_s = 60.0 * len(counted)
     requests = sum(m.requests for m in counted)  # type: ignore[misc]
     qps = requests / span_s if counted else None
 
     # Errors only from minutes whose request count is known, so the ratio keeps one denominator.
-    errors_4xx = _total(counted, "errors_4xx")
-    errors_5xx = _total(counted, "errors_5xx")
+    errors_4xx = _total(counted, "errors_4xx") if "errors_4xx" in reported else None
+    errors_5xx = _total(counted, "errors_5xx") if "errors_5xx" in reported else None
     # A source that counts no errors at all (KServe's own model server) has no error ratio: unknown, not 0.
-    known = counted if errors_4xx is not None or errors_5xx is not None else []
+    known = errors_4xx is not None or errors_5xx is not None
     ratio = (lambda n: (n or 0.0) / requests if requests > 0 else 0.0) if known else (lambda n: None)
 
-    p50, p90, p99, mean_latency = _distribution(rows, "latency")
-    ttft = _distribution(rows, "ttft")
-    tpot = _distribution(rows, "tpot")
+    def mean(field: str) -> float | None:
+        return _mean(rows, field) if field in reported else None
 
-    provisioned = _latest(rows, "provisioned_concurrency")
+    def per_second(field: str) -> float | None:
+        return _per_second(rows, field) if field in reported else None
+
+    def distribution(field: str) -> tuple[float | None, float | None, float | None, float | None]:
+        return _distribution(rows, field) if field in reported else (None, None, None, None)
+
+    p50, p90, p99, mean_latency = distribution("latency")
+    ttft = distribution("ttft")
+    tpot = distribution("tpot")
+
+    provisioned = _latest(rows, "provisioned_concurrency") if "provisioned_concurrency" in reported else None
     if provisioned is None:
         provisioned = configured_capacity
     required = qps * mean_latency if qps is not None and mean_latency is not None else None
 
     queue_depth, method, queue_wait = None, None, None
-    queued = [m.queue_time for m in rows if m.queue_time is not None]
+    queued = [m.queue_time for m in rows if m.queue_time is not None] if "queue_time" in reported else []
     if queued:
         waited, count = sum(h.sum for h in queued), sum(h.count for h in queued)
         queue_wait = waited / count if count else None
-    waiting = _mean(rows, "queue_depth")
+    waiting = mean("queue_depth")
     if waiting is not None:
         # The server counts its waiting requests itself; Little's law over queue time sees only the requests
         # that left the queue, so it lags a queue that grows.
@@ -70,8 +81,8 @@ def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: f
         queue_depth, method = waited / (60.0 * len(queued)), "queue_time"
     else:
         # Per minute, so that a scale-up late in the window does not hide the queue before it.
-        excess = [max(0.0, m.requests / 60.0 * m.latency.mean - cap) for m in rows
-                  if m.requests is not None and m.latency is not None and m.latency.mean is not None
+        excess = [max(0.0, m.requests / 60.0 * m.latency.mean - cap) for m in counted
+                  if m.latency is not None and m.latency.mean is not None
                   and (cap := m.provisioned_concurrency if m.provisioned_concurrency is not None else configured_capacity) is not None]
         if excess:
             queue_depth, method = sum(excess) / len(excess), "estimated"
@@ -92,19 +103,19 @@ def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: f
         queue_depth=queue_depth,
         queue_wait_mean=queue_wait,
         queue_depth_method=method,
-        cpu_ratio=_mean(rows, "cpu_ratio"),
-        memory_ratio=_mean(rows, "memory_ratio"),
-        gpu_ratio=_mean(rows, "gpu_ratio"),
-        gpu_memory_ratio=_mean(rows, "gpu_memory_ratio"),
+        cpu_ratio=mean("cpu_ratio"),
+        memory_ratio=mean("memory_ratio"),
+        gpu_ratio=mean("gpu_ratio"),
+        gpu_memory_ratio=mean("gpu_memory_ratio"),
         provisioned_concurrency=provisioned,
         required_concurrency=required,
-        requests_running=_mean(rows, "requests_running"),
+        requests_running=mean("requests_running"),
         ttft_p50=ttft[0], ttft_p90=ttft[1], ttft_p99=ttft[2], ttft_mean=ttft[3],
         tpot_p50=tpot[0], tpot_p90=tpot[1], tpot_p99=tpot[2], tpot_mean=tpot[3],
-        prompt_tokens_per_second=_per_second(rows, "prompt_tokens"),
-        generation_tokens_per_second=_per_second(rows, "generation_tokens"),
-        kv_cache_ratio=_mean(rows, "kv_cache_ratio"),
-        preemptions_per_second=_per_second(rows, "preemptions"),
+        prompt_tokens_per_second=per_second("prompt_tokens"),
+        generation_tokens_per_second=per_second("generation_tokens"),
+        kv_cache_ratio=mean("kv_cache_ratio"),
+        preemptions_per_second=per_second("preemptions"),
     )
 
 

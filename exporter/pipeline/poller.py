@@ -67,6 +67,7 @@ class EndpointState:
         self.config_fresh = False  # whether this poll adopted a fresh listing
         self.last_fingerprint: bytes | None = None  # to spot data served again when the source sends no timestamp
         self.last_fingerprint_at = 0.0
+        self.clock_skewed = False  # its timestamps are far ahead of the clock (logged once, when it starts)
         self.replicas: tuple[Replica, ...] = ()  # self-hosted: each scrape target at the last fetch
         # Shared with the scheduler thread, under `lock`.
         self.lock = threading.Lock()
@@ -356,10 +357,17 @@ class Poller:
         """The source minute the observation belongs to, or None when it is the last one served again."""
         now_minute_s = self.minute_clock()
         timestamp_ms = observed.timestamp_ms
-        if timestamp_ms is not None and timestamp_ms > (now_minute_s + MAX_CLOCK_SKEW_S) * 1000:
+        skewed = timestamp_ms is not None and timestamp_ms > (now_minute_s + MAX_CLOCK_SKEW_S) * 1000
+        if skewed != state.clock_skewed:  # logged when it starts and ends, not at every poll of every endpoint
+            state.clock_skewed = skewed
+            if skewed:
+                log.warning("metrics of %s carry a timestamp %.0fs ahead of the clock; using the clock until they "
+                            "are within %ds", named(state.info), timestamp_ms / 1000 - now_minute_s, MAX_CLOCK_SKEW_S)
+            else:
+                log.info("metrics of %s carry timestamps within %ds of the clock again", named(state.info),
+                         MAX_CLOCK_SKEW_S)
+        if skewed:
             # A timestamp far in the future would make every later minute look old: distrust it.
-            log.warning("metrics of %s carry a timestamp %.0fs ahead of the clock; using the clock", named(state.info),
-                        timestamp_ms / 1000 - now_minute_s)
             timestamp_ms = None
         if timestamp_ms is None and observed.fingerprint is not None:
             # Without timestamps the clock keys the minute. Data identical to the one stored less than a refresh

@@ -12,6 +12,7 @@ A source that cannot say whether its histograms are per minute or cumulative
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 from ..model import Counters, Figures, Histogram, MinuteFigures
@@ -80,7 +81,6 @@ class SeriesWindow:
         self.counters = Counters()
         self._version = 0  # bumped when a minute is stored: the window changes only then
         self._analysed: tuple[int, float | None, Figures] | None = None
-        self._per_minute: dict[int, tuple[float | None, Figures]] = {}  # minute key -> (capacity, its figures)
 
     def ingest(self, minute_key: int, raw: MinuteFigures, histograms: str = "per_minute") -> bool:
         """Store one minute; return False (and change nothing) if it is not newer than the newest stored.
@@ -109,19 +109,47 @@ class SeriesWindow:
             cached = self._analysed = (self._version, capacity, analyze(self.in_window(), capacity))
         return cached[2]
 
-    def per_minute(self, capacity: float | None) -> tuple[Figures, ...]:
-        """Each minute of the window analysed alone, oldest first. A stored minute never changes, so each is
-        analysed once (again only if the capacity changed)."""
-        done = self._per_minute
-        for key in [k for k in done if k not in self.minutes]:
-            del done[key]
-        for key, minute in self.minutes.items():
-            if key not in done or done[key][0] != capacity:
-                done[key] = (capacity, analyze([(key, minute)], capacity))
-        return tuple(done[key][1] for key in sorted(done))
+    def per_minute(self, capacity: float | None) -> PerMinute:
+        """Each minute of the window analysed alone, oldest first, when first read (see PerMinute)."""
+        return PerMinute(tuple(self.in_window()), capacity)
 
     def in_window(self) -> list[tuple[int, MinuteFigures]]:
         return sorted(self.minutes.items())
+
+
+class PerMinute(Sequence[Figures]):
+    """The window's minutes, each analysed alone, oldest first: the status page's charts. Analysed when first
+    read, not at every poll: only the page of one endpoint reads them, and a poll that analysed every new minute
+    for the charts spent nearly as much on them as on the window's own figures. Holds the minutes as they were at the poll (stored
+    minutes never change), so reading it later, from another thread, gives the poll's figures."""
+
+    def __init__(self, minutes: tuple[tuple[int, MinuteFigures], ...], capacity: float | None) -> None:
+        self._minutes = minutes
+        self._capacity = capacity
+        self._figures: tuple[Figures, ...] | None = None
+
+    def _analysed(self) -> tuple[Figures, ...]:
+        if self._figures is None:  # two threads reading at once may both analyse: the same figures either way
+            self._figures = tuple(analyze([minute], self._capacity) for minute in self._minutes)
+        return self._figures
+
+    def __len__(self) -> int:
+        return len(self._minutes)
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        return self._analysed()[index]
+
+    def __iter__(self) -> Iterator[Figures]:
+        return iter(self._analysed())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and tuple(self) == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(self._analysed())
+
+    def __repr__(self) -> str:
+        return f"PerMinute({len(self)} minutes)"
 
 
 def _advance(counters: Counters, minute: MinuteFigures) -> Counters:
