@@ -81,8 +81,8 @@ def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: f
         queue_depth, method = waited / (60.0 * len(queued)), "queue_time"
     else:
         # Per minute, so that a scale-up late in the window does not hide the queue before it.
-        excess = [max(0.0, m.requests / 60.0 * m.latency.mean - cap) for m in counted
-                  if m.latency is not None and m.latency.mean is not None
+        excess = [max(0.0, m.requests / 60.0 * latency - cap) for m in counted  # type: ignore[operator]
+                  if m.latency is not None and (latency := m.latency.mean) is not None
                   and (cap := m.provisioned_concurrency if m.provisioned_concurrency is not None else configured_capacity) is not None]
         if excess:
             queue_depth, method = sum(excess) / len(excess), "estimated"

@@ -749,28 +749,31 @@ def evaluate(settings: Remediation, info: EndpointInfo, figures: Figures, checks
         memory.last_minute_ms = figures.latest_minute_ms
     thresholds, disabled = settings.for_endpoint(info)
     ctx = Context(info, figures, {c.name: c for c in checks}, targets, thresholds, replicas=replicas)
+    self_hosted = info.platform == SELF_HOSTED
+    states, active = memory.rules, []
     for rule in RULES:
-        state = memory.rules.get(rule.id)
+        state = states.get(rule.id)
         if state is None:
-            state = memory.rules[rule.id] = _RuleState()
-        if rule.id in disabled or not rule.applies(info):
-            memory.rules[rule.id] = _RuleState()
+            state = states[rule.id] = _RuleState()
+        if rule.id in disabled or (rule.managed_only and self_hosted):
+            if state.held or state.missed or state.since_s is not None:
+                states[rule.id] = _RuleState()
             continue
         fresh = (new_minute or not rule.uses_metrics) and (config_fresh or not rule.needs_config)
-        if not fresh:
-            continue  # no new data: nothing changes
-        detail = rule.detail(ctx) if _present(rule, ctx) else None
-        fire_after = settings.sustained_polls if rule.sustained else settings.fire_after_polls
-        if detail is not None:
-            state.held, state.missed, state.detail = state.held + 1, 0, detail
-            if state.since_s is None and state.held >= fire_after:
-                state.since_s = now_s
-        else:
-            state.held, state.missed = 0, state.missed + 1
-            if state.since_s is not None and state.missed >= settings.clear_after_polls:
-                state.since_s = None
-    return tuple(Hint(r.id, r.severity, r.summary, memory.rules[r.id].detail, memory.rules[r.id].since_s)  # type: ignore[arg-type]
-                 for r in RULES if memory.rules[r.id].since_s is not None)
+        if fresh:  # else no new data: nothing changes
+            detail = rule.detail(ctx) if _present(rule, ctx) else None
+            if detail is not None:
+                state.held, state.missed, state.detail = state.held + 1, 0, detail
+                if state.since_s is None and state.held >= (settings.sustained_polls if rule.sustained
+                                                            else settings.fire_after_polls):
+                    state.since_s = now_s
+            else:
+                state.held, state.missed = 0, state.missed + 1
+                if state.since_s is not None and state.missed >= settings.clear_after_polls:
+                    state.since_s = None
+        if state.since_s is not None:
+            active.append(Hint(rule.id, rule.severity, rule.summary, state.detail, state.since_s))
+    return tuple(active)
 
 
 def conditions_now(settings: Remediation, info: EndpointInfo, figures: Figures, checks: tuple[Check, ...],
