@@ -45,12 +45,16 @@ _ESCAPE = re.compile(r'\\[\\n"]')
 _UNESCAPE = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
 # Types the reference builds a family for (`untyped` is its alias of `unknown`); `counter` only with `_total`.
 _TYPES = frozenset({"gauge", "histogram", "summary", "gaugehistogram", "unknown", "untyped", "info", "stateset"})
-# HELP/TYPE lines and sample heads (name and labels) repeat across endpoints and polls: their verdicts and parsed
-# label dicts are remembered (bounded; emptied when full). The label dicts are shared between samples: read them,
-# never change them.
+# HELP/TYPE lines, sample heads (name and labels) and the numbers after them repeat across endpoints and polls:
+# their verdicts, parsed label dicts and values are remembered (each bounded; emptied when full). The label dicts
+# are shared between samples: read them, never change them.
 _CACHE_SIZE = 8192
 _comments: dict[str, bool] = {}
-_heads: dict[str, tuple[str, dict[str, str], str] | bool] = {}
+_heads: dict[str, tuple[str, dict[str, str], str] | bool] = {}  # `name{labels`, without the closing brace
+_bare_heads: dict[str, tuple[str, dict[str, str], str] | bool] = {}  # a name without labels
+# `value[ timestamp]` text -> (value, timestamp in seconds or None), only in the subset. Within a body the cumulative
+# bucket counts repeat (the upper buckets all hold the total) and every line has the same timestamp.
+_rests: dict[str, tuple[Any, Any]] = {}
 
 
 def samples(body: str, openmetrics: bool = False) -> list[Sample]:
@@ -96,13 +100,18 @@ def fast_samples(body: str) -> list[Sample] | None:
 
     A sample line is accepted only when it is whole in the subset's grammar, checked piece by piece with
     string methods (a regex over every line cost half the parse). Its head — the name and the label set,
-    up to the line's last `}` (only numbers follow it) — is checked and parsed once per distinct text:
-    heads repeat across minutes, endpoints and polls. The numbers are checked with `isdigit`, or with
-    `_NUMBER` for anything but plain digits."""
+    up to the line's last `} ` (only numbers follow it) — is checked and parsed once per distinct text,
+    and so are the numbers after it: both repeat across lines, endpoints and polls. Per line this leaves
+    a few string methods and dictionary lookups."""
+    # Every line holding a character outside ASCII is outside the subset (_head, _comment_in_subset and the
+    # number grammar admit none), so one check of the whole body replaces one per line.
+    if not body.isascii():
+        return None
     found: list[Sample] = []
     append = found.append
-    seen: set[str] = set()  # the series so far, by canonical key: one given twice is the reference's to judge
-    comments, heads = _comments, _heads
+    seen: set[str] = set()  # the series, by canonical key (the same for the same labels in another order)
+    see = seen.add
+    comments, heads, bare_heads, rests = _comments, _heads, _bare_heads, _rests
     try:
         for line in body.split("\n"):
             line = line.strip(" ")
@@ -115,38 +124,58 @@ def fast_samples(body: str) -> list[Sample] | None:
                 if not verdict:
                     return None
                 continue
-            close = line.rfind("}")
-            if close < 0:
+            # `name{labels} numbers`: the head is keyed without its closing brace. Splitting at the last `} `
+            # gives what splitting at the last `}` gave: when another `}` follows, it lands in the numbers,
+            # which then fail their grammar, as the old split failed on a `}` not followed by a space.
+            head, brace, rest = line.rpartition("} ")
+            if brace:
+                parsed = heads.get(head)
+                if parsed is None:
+                    parsed = _remember(heads, head, _head(head + "}"))
+            else:  # no `} `: `name numbers`, or a line that _head or the number grammar refuses
                 head, _, rest = line.partition(" ")
-            elif line[close + 1:close + 2] == " ":
-                head, rest = line[:close + 1], line[close + 2:]
-            else:
-                return None
-            parsed = heads.get(head)
-            if parsed is None:
-                parsed = _remember(heads, head, _head(head))
-            if not parsed or not rest.isascii() or parsed[2] in seen:
+                parsed = bare_heads.get(head)
+                if parsed is None:
+                    parsed = _remember(bare_heads, head, _head(head))
+            if not parsed:
                 return None
             name, labels, series = parsed
-            seen.add(series)
-            value, _, timestamp = rest.partition(" ")
-            if value.isdigit():
-                number = int(value)
-            elif _NUMBER_RE.fullmatch(value):
-                number = _number(value)
-            else:
-                return None
-            if not timestamp:
-                append((name, labels, number, None))
-            elif timestamp.isdigit():
-                append((name, labels, number, int(timestamp) / 1000))
-            elif _NUMBER_RE.fullmatch(timestamp):
-                append((name, labels, number, _number(timestamp) / 1000))
-            else:
-                return None
+            see(series)  # a series given twice shows as fewer series than samples, at the end
+            numbers = rests.get(rest)
+            if numbers is None:
+                numbers = _numbers(rest)
+                if numbers is None:
+                    return None
+            value, timestamp = numbers
+            append((name, labels, value, timestamp))
     except (ValueError, OverflowError, ZeroDivisionError):  # e.g. a huge integer timestamp: the reference decides
         return None
+    if len(seen) != len(found):
+        return None  # a series given twice: the reference's to judge
     return found or None
+
+
+def _numbers(rest: str) -> tuple[Any, Any] | None:
+    """The value and timestamp (seconds) of the text after a head, as the reference reads them (remembered),
+    or None outside the subset. Plain digits are the common case and need no regex."""
+    value, _, timestamp = rest.partition(" ")
+    number = _number_in_subset(value)
+    if number is None:
+        return None
+    if not timestamp:
+        return _remember(_rests, rest, (number, None))
+    stamp = _number_in_subset(timestamp)
+    if stamp is None:
+        return None
+    return _remember(_rests, rest, (number, stamp / 1000))
+
+
+def _number_in_subset(text: str) -> int | float | None:
+    if text.isdigit():
+        return int(text)
+    if _NUMBER_RE.fullmatch(text):
+        return _number(text)
+    return None
 
 
 def _head(head: str) -> tuple[str, dict[str, str], str] | bool:

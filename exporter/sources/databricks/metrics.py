@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -62,13 +61,20 @@ def observe(body: bytes, content_type: str = "", max_entities: int = 50, last: O
     fingerprint = hashlib.blake2b(body, digest_size=16).digest()
     if last is not None and last.fingerprint == fingerprint:
         return last  # the platform serves each minute for a minute: polls in between need no parse
-    parsed = parse_metrics(body, content_type, max_entities)
-    return Observation(parsed.endpoint, parsed.entities, parsed.timestamp_ms, fingerprint=fingerprint,
-                       histograms="unknown")
+    endpoint, entities, timestamp_ms, _, _ = _parse(body, content_type, max_entities)
+    return Observation(endpoint, entities, timestamp_ms, fingerprint=fingerprint, histograms="unknown")
 
 
 def parse_metrics(body: str | bytes, content_type: str = "", max_entities: int = 50) -> ParsedMetrics:
     """Parse a metrics body; raise MetricsParseError on anything that is not an exposition."""
+    return ParsedMetrics(*_parse(body, content_type, max_entities))
+
+
+_Parsed = tuple[MinuteFigures, dict[str, MinuteFigures], "int | None", "str | None", bool]
+
+
+def _parse(body: str | bytes, content_type: str, max_entities: int) -> _Parsed:
+    """ParsedMetrics' fields in order, as a tuple: observe() needs no ParsedMetrics built per body."""
     if isinstance(body, bytes):
         try:
             body = body.decode("utf-8")
@@ -101,65 +107,80 @@ def _entity_of(labels: dict[str, str]) -> tuple[str | None, str | None]:
 
 
 class _Accumulator:
-    """Collects the samples of one endpoint or entity before they become MinuteFigures."""
+    """Collects the samples of one endpoint or entity before they become MinuteFigures. Plain dicts filled
+    in _assemble's loop (no method call per sample); the arithmetic is the same, in the same order."""
+
+    __slots__ = ("values", "buckets", "sums", "counts")
 
     def __init__(self) -> None:
-        self.values: dict[str, list[float]] = defaultdict(list)
-        self.buckets: dict[str, dict[float, float]] = defaultdict(dict)
-        self.sums: dict[str, float] = defaultdict(float)
-        self.counts: dict[str, float] = defaultdict(float)
-
-    def add_bucket(self, field_name: str, le: str | None, value: float) -> None:
-        bound = _BOUNDS.get(le) if le is not None else None
-        if bound is None:
-            bound = _parse_le(le)
-            if bound is None:
-                return  # no or no numeric `le`: not a bucket
-            if len(_BOUNDS) < 1024:
-                _BOUNDS[le] = bound  # type: ignore[index]
-        buckets = self.buckets[field_name]
-        buckets[bound] = buckets.get(bound, 0.0) + value
-
-    def add(self, kind: str, field_name: str, value: float) -> None:
-        """One sample of a known metric other than a bucket (`_KNOWN` gives its kind and field)."""
-        if kind == "value":
-            self.values[field_name].append(value)
-        elif kind == "percent":
-            self.values[field_name].append(value / 100.0)
-        elif kind == "sum":
-            self.sums[field_name] += value / 1000.0  # ms -> s
-        else:  # count
-            self.counts[field_name] += value
+        self.values: dict[str, list[float]] = {}  # plain gauges (percentages already ratios), in sample order
+        self.buckets: dict[str, dict[float, float]] = {}  # field -> bound in seconds -> count
+        self.sums: dict[str, float] = {}  # histogram sums, in seconds
+        self.counts: dict[str, float] = {}
 
     def merge(self, other: _Accumulator) -> None:
         for key, vals in other.values.items():
-            self.values[key].extend(vals)
+            mine = self.values.get(key)
+            if mine is None:
+                self.values[key] = list(vals)
+            else:
+                mine.extend(vals)
         for key, buckets in other.buckets.items():
-            mine = self.buckets[key]
+            mine_buckets = self.buckets.get(key)
+            if mine_buckets is None:
+                mine_buckets = self.buckets[key] = {}
             for bound, count in buckets.items():
-                mine[bound] = mine.get(bound, 0.0) + count
+                mine_buckets[bound] = mine_buckets.get(bound, 0.0) + count
         for key, total in other.sums.items():
-            self.sums[key] += total
+            self.sums[key] = self.sums.get(key, 0.0) + total
         for key, total in other.counts.items():
-            self.counts[key] += total
+            self.counts[key] = self.counts.get(key, 0.0) + total
 
-    def figures(self) -> MinuteFigures:
+    def fields(self) -> dict[str, object]:
+        """The MinuteFigures fields this accumulator has a figure for (never None)."""
         kwargs: dict[str, object] = {}
+        isnan = math.isnan
         for key, vals in self.values.items():
-            vals = [v for v in vals if not math.isnan(v)]
-            if vals:
-                kwargs[key] = sum(vals) if key in ADDITIVE else sum(vals) / len(vals)
+            # NaN is "no value". isnan also raises OverflowError on an integer no float holds, as it always did.
+            if any(map(isnan, vals)):
+                vals = [v for v in vals if not isnan(v)]
+                if not vals:
+                    continue
+            total = sum(vals)
+            kwargs[key] = total if key in ADDITIVE else total / len(vals)
         for key, buckets in self.buckets.items():
             hist = _histogram(buckets, self.sums.get(key, math.nan), self.counts.get(key))
             if hist is not None:
                 kwargs[key] = hist
-        return MinuteFigures(**kwargs)  # type: ignore[arg-type]
+        return kwargs
 
 
-_BOUNDS: dict[str, float] = {}  # `le` text -> bound in seconds: the same few in every body (bounded)
+# What _assemble does with the samples of one head (a name and its label dict): the metric's kind and field, the
+# bucket bound in seconds, the entity label and value. The fast parser hands out one label dict per distinct head,
+# shared by its samples across bodies and polls, so the dict's identity keys the plan: one lookup per sample
+# instead of the name, entity and `le` lookups. Each plan holds its dict, so the id cannot be reused by another
+# dict while the entry exists. Bounded like the parser's caches (emptied when full); plain dict operations.
+_Plan = tuple[dict[str, str], str, "str | None", "str | None", "float | None", "str | None", "str | None"]
+_PLANS: dict[int, _Plan] = {}
+_PLANS_SIZE = 8192
 
 
-def _parse_le(le: str | None) -> float | None:
+def _plan(name: str, labels: dict[str, str]) -> _Plan:
+    kind, field_name = _KNOWN.get(name, (None, None))
+    if labels and not _ENTITY_LABEL_SET.isdisjoint(labels):
+        label, entity = _entity_of(labels)
+    else:
+        label, entity = None, None
+    bound = _bound(labels.get("le")) if kind == "bucket" else None
+    plan = (labels, name, kind, field_name, bound, label, entity)
+    if len(_PLANS) >= _PLANS_SIZE:
+        _PLANS.clear()
+    _PLANS[id(labels)] = plan
+    return plan
+
+
+def _bound(le: str | None) -> float | None:
+    """The bucket bound in seconds of an `le` label; None without one or when it is not a number."""
     if le is None:
         return None
     try:
@@ -177,26 +198,26 @@ def _histogram(buckets: dict[float, float], total: float, count: float | None) -
     return Histogram(bounds, counts, total if not math.isnan(total) else 0.0, count if count is not None else counts[-1])
 
 
-def _assemble(found: Iterable[Sample], openmetrics: bool, max_entities: int) -> ParsedMetrics:
+def _assemble(found: Iterable[Sample], openmetrics: bool, max_entities: int) -> _Parsed:
     unlabelled = _Accumulator()
     by_entity: dict[str, _Accumulator] = {}
     overflow = None  # entities past the cap: counted for the endpoint, not exposed
     entity_label = None
     newest_ts = None
     last_timestamp = None  # a body's samples mostly share one timestamp: converted once
+    plans = _PLANS
     for name, labels, value, timestamp in found:
-        known = _KNOWN.get(name)
-        if known is None:
+        plan = plans.get(id(labels))
+        if plan is None or plan[0] is not labels or plan[1] != name:
+            plan = _plan(name, labels)
+        _, _, kind, field_name, bound, label, entity = plan
+        if kind is None:
             continue  # unknown metric: ignored by design
         if timestamp is not None and timestamp != last_timestamp:  # NaN is never equal: always refused
             last_timestamp = timestamp
             ts = _timestamp_ms(timestamp)
             if newest_ts is None or ts > newest_ts:
                 newest_ts = ts
-        if labels and not _ENTITY_LABEL_SET.isdisjoint(labels):
-            label, entity = _entity_of(labels)
-        else:
-            label, entity = None, None
         if entity is None:
             acc = unlabelled
         else:
@@ -207,37 +228,55 @@ def _assemble(found: Iterable[Sample], openmetrics: bool, max_entities: int) -> 
                     acc = by_entity[entity] = _Accumulator()
                 else:
                     acc = overflow = overflow or _Accumulator()
-        kind, field_name = known
         # Counts and percentages cannot be negative or infinite (NaN is "no value": skipped, as before); histogram
         # series cannot be NaN either. Such a body is refused whole: figures already stored stay as they were.
-        if value < 0 or value == math.inf or (value != value and kind in _HISTOGRAM_KINDS):
+        if not 0 <= value < _INF and (value == value or kind in _HISTOGRAM_KINDS):
             raise InvalidDataError(f"{name} is {value!r}: a count cannot be negative, infinite or NaN")
-        if kind == "bucket":  # most samples: one call less
-            acc.add_bucket(field_name, labels.get("le"), value)
-        else:
-            acc.add(kind, field_name, value)
+        # The additions below are _Accumulator's, inline: most samples are buckets, and a call per sample cost more
+        # than the addition. Each starts from 0.0, as the accumulators always did (so a total is a float).
+        if kind == "bucket":
+            if bound is None:
+                continue  # no or no numeric `le`: not a bucket
+            buckets = acc.buckets.get(field_name)
+            if buckets is None:
+                buckets = acc.buckets[field_name] = {}
+            buckets[bound] = buckets.get(bound, 0.0) + value
+        elif kind == "value" or kind == "percent":
+            if kind == "percent":
+                value = value / 100.0
+            vals = acc.values.get(field_name)
+            if vals is None:
+                acc.values[field_name] = [value]
+            else:
+                vals.append(value)
+        elif kind == "sum":
+            acc.sums[field_name] = acc.sums.get(field_name, 0.0) + value / 1000.0  # ms -> s
+        else:  # count
+            acc.counts[field_name] = acc.counts.get(field_name, 0.0) + value
 
-    entities = {name: acc.figures() for name, acc in by_entity.items()}
-    endpoint = unlabelled.figures()
+    entity_fields = {name: acc.fields() for name, acc in by_entity.items()}
+    entities = {name: MinuteFigures(**kwargs) for name, kwargs in entity_fields.items()}  # type: ignore[arg-type]
+    fields = unlabelled.fields()
     if by_entity or overflow:
-        # Where the source reports only per-entity series, the endpoint is their sum (utilisation: mean).
-        combined = _Accumulator()
-        for acc in by_entity.values():
-            combined.merge(acc)
-        if overflow is not None:
-            combined.merge(overflow)
-        endpoint = _fill_missing(endpoint, combined.figures())
-    return ParsedMetrics(endpoint, entities, newest_ts, entity_label, openmetrics)
-
-
-def _fill_missing(primary: MinuteFigures, fallback: MinuteFigures) -> MinuteFigures:
-    """Prefer the endpoint's own unlabelled series; fill what it lacks from the entities."""
-    values = {k: getattr(primary, k) if getattr(primary, k) is not None else getattr(fallback, k)
-              for k in MinuteFigures.__dataclass_fields__}
-    return MinuteFigures(**values)
+        # Where the source reports only per-entity series, the endpoint is their sum (utilisation: mean); the
+        # endpoint's own unlabelled series win where both exist.
+        if overflow is None and len(by_entity) == 1:
+            # One entity: merged into an empty accumulator it would be copied (its totals start from 0.0, so none is
+            # -0.0 and 0.0 + x is x): the sum over the entities is its own figures.
+            (combined,) = entity_fields.values()
+        else:
+            total = _Accumulator()
+            for acc in by_entity.values():
+                total.merge(acc)
+            if overflow is not None:
+                total.merge(overflow)
+            combined = total.fields()
+        fields = {**combined, **fields}
+    return MinuteFigures(**fields), entities, newest_ts, entity_label, openmetrics  # type: ignore[arg-type]
 
 
 _HISTOGRAM_KINDS = frozenset({"bucket", "sum", "count"})
+_INF = math.inf
 # Every metric name read, to (kind, field): one lookup per sample.
 _KNOWN: dict[str, tuple[str, str]] = {
     **{name: ("value", field_name) for name, field_name in GAUGE_FIELDS.items()},
