@@ -45,16 +45,13 @@ _ESCAPE = re.compile(r'\\[\\n"]')
 _UNESCAPE = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
 # Types the reference builds a family for (`untyped` is its alias of `unknown`); `counter` only with `_total`.
 _TYPES = frozenset({"gauge", "histogram", "summary", "gaugehistogram", "unknown", "untyped", "info", "stateset"})
-# HELP/TYPE lines, sample heads (name and labels) and the numbers after them repeat across endpoints and polls:
-# their verdicts, parsed label dicts and values are remembered (each bounded; emptied when full). The label dicts
-# are shared between samples: read them, never change them.
+# HELP/TYPE lines and sample heads (name and labels) repeat across endpoints and polls: their verdicts and parsed
+# label dicts are remembered (each bounded; emptied when full). The label dicts are shared between samples: read
+# them, never change them.
 _CACHE_SIZE = 8192
 _comments: dict[str, bool] = {}
 _heads: dict[str, tuple[str, dict[str, str], str] | bool] = {}  # `name{labels`, without the closing brace
 _bare_heads: dict[str, tuple[str, dict[str, str], str] | bool] = {}  # a name without labels
-# `value[ timestamp]` text -> (value, timestamp in seconds or None), only in the subset. Within a body the cumulative
-# bucket counts repeat (the upper buckets all hold the total) and every line has the same timestamp.
-_rests: dict[str, tuple[Any, Any]] = {}
 
 
 def samples(body: str, openmetrics: bool = False) -> list[Sample]:
@@ -101,8 +98,8 @@ def fast_samples(body: str) -> list[Sample] | None:
     A sample line is accepted only when it is whole in the subset's grammar, checked piece by piece with
     string methods (a regex over every line cost half the parse). Its head — the name and the label set,
     up to the line's last `} ` (only numbers follow it) — is checked and parsed once per distinct text,
-    and so are the numbers after it: both repeat across lines, endpoints and polls. Per line this leaves
-    a few string methods and dictionary lookups."""
+    and the numbers after it once per body (bucket counts repeat within a body). Per line this leaves a
+    few string methods and dictionary lookups."""
     # Every line holding a character outside ASCII is outside the subset (_head, _comment_in_subset and the
     # number grammar admit none), so one check of the whole body replaces one per line.
     if not body.isascii():
@@ -111,7 +108,11 @@ def fast_samples(body: str) -> list[Sample] | None:
     append = found.append
     seen: set[str] = set()  # the series, by canonical key (the same for the same labels in another order)
     see = seen.add
-    comments, heads, bare_heads, rests = _comments, _heads, _bare_heads, _rests
+    comments, heads, bare_heads = _comments, _heads, _bare_heads
+    # `value[ timestamp]` text -> (value, timestamp in seconds), for this body only: within a body the cumulative
+    # bucket counts repeat (the upper buckets all hold the total) and every line has the same timestamp, while
+    # across minutes the timestamps differ, so a cache kept between bodies would only churn.
+    rests: dict[str, tuple[Any, Any]] = {}
     try:
         for line in body.split("\n"):
             line = line.strip(" ")
@@ -143,7 +144,7 @@ def fast_samples(body: str) -> list[Sample] | None:
             see(series)  # a series given twice shows as fewer series than samples, at the end
             numbers = rests.get(rest)
             if numbers is None:
-                numbers = _numbers(rest)
+                numbers = rests[rest] = _numbers(rest)  # type: ignore[assignment]
                 if numbers is None:
                     return None
             value, timestamp = numbers
@@ -156,18 +157,18 @@ def fast_samples(body: str) -> list[Sample] | None:
 
 
 def _numbers(rest: str) -> tuple[Any, Any] | None:
-    """The value and timestamp (seconds) of the text after a head, as the reference reads them (remembered),
-    or None outside the subset. Plain digits are the common case and need no regex."""
+    """The value and timestamp (seconds) of the text after a head, as the reference reads them, or None outside
+    the subset. Plain digits are the common case and need no regex."""
     value, _, timestamp = rest.partition(" ")
     number = _number_in_subset(value)
     if number is None:
         return None
     if not timestamp:
-        return _remember(_rests, rest, (number, None))
+        return number, None
     stamp = _number_in_subset(timestamp)
     if stamp is None:
         return None
-    return _remember(_rests, rest, (number, stamp / 1000))
+    return number, stamp / 1000
 
 
 def _number_in_subset(text: str) -> int | float | None:
