@@ -134,3 +134,20 @@ def test_per_minute_figures_follow_the_window_oldest_first():
     assert [m.error_ratio for m in minutes] == [1 / 60] * 3
     w.ingest(14, minute(300))
     assert [m.qps for m in w.per_minute(capacity=None)] == [3.0, 4.0, 5.0]
+
+
+def test_per_minute_figures_are_analysed_when_read_and_keep_the_minutes_of_their_poll(monkeypatch):
+    import exporter.pipeline.window as window_module
+
+    w = SeriesWindow(window_minutes=3)
+    for key, requests in zip(range(10, 13), (60, 120, 180)):
+        w.ingest(key, minute(requests))
+    calls = []
+    real = window_module.analyze
+    monkeypatch.setattr(window_module, "analyze", lambda rows, cap=None: calls.append(rows) or real(rows, cap))
+    minutes = w.per_minute(capacity=None)
+    assert calls == [] and len(minutes) == 3  # a poll builds it without analysing anything
+    w.ingest(13, minute(240))  # the next poll's minute: what the earlier report holds stays as it was
+    assert [m.qps for m in minutes] == [1.0, 2.0, 3.0] and len(calls) == 3
+    assert minutes[-1] == real([(12, minute(180))]) and len(calls) == 3  # analysed once, then kept
+    assert minutes == (real([(10, minute(60))]), real([(11, minute(120))]), real([(12, minute(180))]))
