@@ -96,3 +96,11 @@ def test_value_equal_to_target_is_not_a_breach():
 def test_error_ratio_uses_only_minutes_with_a_request_count():
     f = analyze(rows(MinuteFigures(requests=100, errors_5xx=1), MinuteFigures(errors_5xx=50)))
     assert f.error_ratio == pytest.approx(0.01)
+
+
+def test_minutes_share_one_set_of_reported_fields_and_unreported_figures_stay_none():
+    a, b = MinuteFigures(requests=60.0, cpu_ratio=0.2), MinuteFigures(requests=120.0, cpu_ratio=0.4)
+    assert a.reported == {"requests", "cpu_ratio"} and a.reported is b.reported
+    f = analyze([(1, a), (2, b)])
+    assert f.qps == 1.5 and f.cpu_ratio == pytest.approx(0.3)
+    assert (f.error_ratio, f.latency_p99, f.memory_ratio, f.ttft_p99, f.kv_cache_ratio, f.queue_depth) == (None,) * 6
