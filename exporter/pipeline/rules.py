@@ -725,18 +725,32 @@ RULE_IDS = frozenset(r.id for r in RULES)
 
 
 @dataclass
-class _RuleState:
+class RuleState:
+    """One rule's hysteresis for one endpoint (also the workspace rule's, pipeline/workspace.py)."""
+
     held: int = 0  # consecutive fresh evaluations where the condition held
     missed: int = 0  # ... where it did not
     since_s: float | None = None  # set while active
     detail: str = ""
+
+    def advance(self, detail: str | None, fire_after: int, clear_after: int, now_s: float) -> None:
+        """One evaluation with new data: `detail` when the condition holds, else None. The hint fires after
+        `fire_after` holding evaluations in a row and clears after `clear_after` missing ones."""
+        if detail is not None:
+            self.held, self.missed, self.detail = self.held + 1, 0, detail
+            if self.since_s is None and self.held >= fire_after:
+                self.since_s = now_s
+        else:
+            self.held, self.missed = 0, self.missed + 1
+            if self.since_s is not None and self.missed >= clear_after:
+                self.since_s = None
 
 
 @dataclass
 class HintMemory:
     """Per-endpoint hysteresis state, owned by the poller's state for that endpoint."""
 
-    rules: dict[str, _RuleState] = field(default_factory=dict)
+    rules: dict[str, RuleState] = field(default_factory=dict)
     last_minute_ms: int | None = None
 
 
@@ -754,23 +768,16 @@ def evaluate(settings: Remediation, info: EndpointInfo, figures: Figures, checks
     for rule in RULES:
         state = states.get(rule.id)
         if state is None:
-            state = states[rule.id] = _RuleState()
+            state = states[rule.id] = RuleState()
         if rule.id in disabled or (rule.managed_only and self_hosted):
             if state.held or state.missed or state.since_s is not None:
-                states[rule.id] = _RuleState()
+                states[rule.id] = RuleState()
             continue
         fresh = (new_minute or not rule.uses_metrics) and (config_fresh or not rule.needs_config)
         if fresh:  # else no new data: nothing changes
-            detail = rule.detail(ctx) if _present(rule, ctx) else None
-            if detail is not None:
-                state.held, state.missed, state.detail = state.held + 1, 0, detail
-                if state.since_s is None and state.held >= (settings.sustained_polls if rule.sustained
-                                                            else settings.fire_after_polls):
-                    state.since_s = now_s
-            else:
-                state.held, state.missed = 0, state.missed + 1
-                if state.since_s is not None and state.missed >= settings.clear_after_polls:
-                    state.since_s = None
+            state.advance(rule.detail(ctx) if _present(rule, ctx) else None,
+                          settings.sustained_polls if rule.sustained else settings.fire_after_polls,
+                          settings.clear_after_polls, now_s)
         if state.since_s is not None:
             active.append(Hint(rule.id, rule.severity, rule.summary, state.detail, state.since_s))
     return tuple(active)

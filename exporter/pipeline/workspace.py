@@ -16,14 +16,14 @@ sum across shards is taken in PromQL (docs/metrics.md, the recording rules in al
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from ..model import EndpointInfo, Figures, Hint, Snapshot, WorkspaceUsage
 from ..strict import Strict
-from .rules import RULES, SELF_HOSTED, Context
+from .rules import RULES, SELF_HOSTED, Context, RuleState
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -69,21 +69,13 @@ def usage(endpoints: Iterable[tuple[EndpointInfo, Figures]], limits: WorkspaceLi
                           ratio_after=ratio(qps, concurrent) if candidates else None)
 
 
-@dataclass
-class _Held:
-    held: int = 0
-    missed: int = 0
-    since_s: float | None = None
-    detail: str = ""
-
-
 class WorkspaceAnalysis:
     """Adds the workspace usage and the `workspace_limit_near` hints to each snapshot. The hysteresis is the
     rule engine's (fire_after_polls, clear_after_polls), counted per endpoint over the polls it is applied to."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._state: dict[tuple[str, str], _Held] = {}  # by EndpointInfo.key
+        self._state: dict[tuple[str, str], RuleState] = {}  # by EndpointInfo.key
 
     def apply(self, snap: Snapshot, immediate: bool = False) -> Snapshot:
         """The snapshot with its usage and hints. `immediate`: fire without hysteresis (one-shot commands)."""
@@ -101,7 +93,7 @@ class WorkspaceAnalysis:
         reports = []
         for report in snap.endpoints:
             info = report.info
-            state = self._state.setdefault(info.key, _Held())
+            state = self._state.setdefault(info.key, RuleState())
             detail = None
             if info.key in named:  # the others' condition does not hold: no need for their settings
                 thresholds, disabled = remediation.for_endpoint(info)
@@ -109,14 +101,7 @@ class WorkspaceAnalysis:
                     ctx = Context(info, report.endpoint.figures, {c.name: c for c in report.endpoint.checks},
                                   self.settings.targets_for(info), thresholds, workspace=found_in[info.workspace or ""])
                     detail = RULE.detail(ctx)
-            if detail is not None:
-                state.held, state.missed, state.detail = state.held + 1, 0, detail
-                if state.since_s is None and (immediate or state.held >= remediation.fire_after_polls):
-                    state.since_s = now
-            else:
-                state.held, state.missed = 0, state.missed + 1
-                if state.since_s is not None and state.missed >= remediation.clear_after_polls:
-                    state.since_s = None
+            state.advance(detail, 1 if immediate else remediation.fire_after_polls, remediation.clear_after_polls, now)
             if state.since_s is not None:
                 hint = Hint(RULE.id, RULE.severity, RULE.summary, state.detail, state.since_s)
                 report = replace(report, hints=report.hints + (hint,))
