@@ -352,6 +352,33 @@ def test_as_many_stuck_endpoints_as_workers_do_not_starve_the_healthy_ones(serve
     assert set(second[:len(healthy)]) == set(healthy)
 
 
+def test_endpoints_fetched_while_another_hangs_are_analysed_before_the_deadline(server):
+    """The analysis runs in batches after the fetches (Poller._analyse_fetched). A batch that does not fill,
+    because another endpoint's worker hangs past the poll deadline (here in its blocking detail call), is
+    analysed anyway, so the endpoints that answered are up at the deadline."""
+    healthy = ["ok-0", "ok-1", "ok-2"]
+    sdk = fake_sdk(server.url, ["stuck", *healthy])
+    release = threading.Event()
+    answer = sdk.api_client.do
+
+    def do(method, path, **kwargs):
+        if path.endswith("/stuck"):
+            release.wait(10)
+        return answer(method, path, **kwargs)
+
+    sdk.api_client.do = do
+    source = DatabricksSource(lambda: sdk, timeout_s=5)
+    poller = Poller(source, load_settings(overrides={"poll_deadline_seconds": 1}))
+    try:
+        snap = poller.poll()
+        by_name = {r.info.name: r for r in snap.endpoints}
+        assert all(by_name[n].status.up and by_name[n].endpoint.figures.qps == 1.0 for n in healthy)
+        assert by_name["stuck"].status.last_error.startswith("deadline")
+    finally:
+        release.set()
+        poller.close()
+
+
 def test_the_metrics_call_sends_the_sdk_auth_and_our_user_agent(server):
     source = DatabricksSource(lambda: fake_sdk(server.url, ["x"]))
     try:

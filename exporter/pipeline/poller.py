@@ -12,7 +12,9 @@ endpoint's fetch and analysis run on a worker that owns the endpoint's state whi
 `busy` is set — and a hung fetch can keep it past the poll that started it. A worker is
 a coroutine on the source's event loop when the source has one (`fetch_async`: no
 thread hand-off per call, about half the CPU of a fetch), else a pool thread; the
-configuration detail, read through a blocking SDK, always goes to a pool thread.
+configuration detail, read through a blocking SDK, always goes to a pool thread. On the
+loop, a worker gives its fetch slot back once fetched and its analysis waits to run in a
+batch with others (`_analyse_fetched`).
 The two meet only under `EndpointState.lock`: the scheduler hands a fresh listing
 over (`offer_listing`) and the worker adopts it when it starts (`take_listing`); the
 worker publishes an immutable report, status and error counts that the scheduler
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+ANALYSIS_BATCH = 32  # endpoints fetched, on a loop, before their analysis runs (see _analyse_fetched)
+ANALYSIS_WAIT_S = 0.005  # ... or this long after the first of them was fetched, when fewer come
 DETAIL_THREADS = 4  # concurrent detail calls of a source with a loop (each in a thread: the SDK blocks)
 MAX_CLOCK_SKEW_S = 600  # sample timestamps further ahead of the clock than this are not trusted
 
@@ -157,6 +161,8 @@ class Poller:
         # On the source's loop, at most max_concurrent_requests endpoints at once, across polls (a hung one keeps its slot).
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
         self._in_flight: Future | None = None  # the fetches of the poll in progress, on the source's loop
+        # On the source's loop: endpoints fetched (or failed: None), awaiting their analysis (_analyse_fetched).
+        self._fetched: list[tuple[EndpointState, Observation | None, float]] = []
 
     def abort(self) -> None:
         """On shutdown: the fetches of a poll in progress are cancelled, so that it publishes what it has at
@@ -268,10 +274,14 @@ class Poller:
 
     async def _poll_on_loop(self, order: list[EndpointState], deadline: float) -> None:
         await asyncio.gather(*(self._poll_endpoint_async(state, deadline) for state in order))
+        self._analyse_fetched()  # what the last fetches left
 
     async def _poll_endpoint_async(self, state: EndpointState, deadline: float) -> None:
-        """A coroutine worker on the source's loop: the same steps as `_poll_endpoint`."""
+        """A coroutine worker on the source's loop: the same steps as `_poll_endpoint`, but the analysis is
+        queued (`_fetched`) and runs after the slot is given back to the next fetch."""
         async with self._slots:
+            observed: Observation | None = None
+            started = self.clock()
             try:
                 state.take_listing()
                 if self._detail_due(state):
@@ -283,8 +293,6 @@ class Poller:
                 except FetchError as exc:
                     state.replicas = getattr(exc, "replicas", state.replicas)  # self-hosted: all replicas down
                     self._failed(state, exc.reason, str(exc), started)
-                else:
-                    self._ingest(state, observed, started)
             except asyncio.CancelledError:  # abort(): the poll publishes without this fetch
                 with state.lock:
                     state.busy = False
@@ -292,6 +300,24 @@ class Poller:
             except Exception as exc:
                 log.exception("unexpected error polling endpoint %s", named(state.info))
                 self._failed(state, "internal_error", f"{type(exc).__name__}", self.clock())
+        self._fetched.append((state, observed, started))
+        if len(self._fetched) >= ANALYSIS_BATCH:
+            self._analyse_fetched()
+        elif len(self._fetched) == 1:
+            asyncio.get_running_loop().call_later(ANALYSIS_WAIT_S, self._analyse_fetched)
+
+    def _analyse_fetched(self) -> None:
+        """Ingest, analyse and publish the endpoints fetched since the last call, one after the other.
+        In batches, the analysis code stays hot in the CPU's caches, instead of taking turns with the event
+        loop and the sockets after every fetch: measured, about 10 % less CPU per poll (docs/performance.md)."""
+        fetched, self._fetched = self._fetched, []
+        for state, observed, started in fetched:
+            if observed is not None:
+                try:
+                    self._ingest(state, observed, started)
+                except Exception as exc:
+                    log.exception("unexpected error polling endpoint %s", named(state.info))
+                    self._failed(state, "internal_error", f"{type(exc).__name__}", self.clock())
             self._finish(state)
 
     def _api_usage(self) -> tuple[dict[tuple[str, str, str], float], dict[tuple[str, str], float]]:
