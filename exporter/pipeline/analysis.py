@@ -24,18 +24,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ..model import Check, Figures, Histogram, MinuteFigures
+from ..model import Check, Figures, Histogram, MinuteFigures, reported_fields
 from .quantile import histogram_quantiles
 from .targets import CHECKS
 
 
-def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: float | None = None) -> Figures:
-    """Derive the window's figures from (minute_key, figures) pairs sorted by key."""
+def analyze(minutes: Sequence[tuple[int, MinuteFigures]], configured_capacity: float | None = None,
+            reported: frozenset[str] | None = None) -> Figures:
+    """Derive the window's figures from (minute_key, figures) pairs sorted by key. `reported`: the fields any of
+    the minutes reports (model.reported_fields), when the caller keeps them; else found here."""
     if not minutes:
         return Figures()
     rows = [m for _, m in minutes]
     # Fields no minute reports stay None without being looked at: a platform reports few of them.
-    reported = frozenset().union(*[m.reported for m in rows])
+    if reported is None:
+        reported = frozenset().union(*map(reported_fields, rows))
     counted = [m for m in rows if m.requests is not None] if "requests" in reported else []
     span_s = 60.0 * len(counted)
     requests = sum(m.requests for m in counted)  # type: ignore[misc]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
-from ..model import Counters, Figures, Histogram, MinuteFigures
+from ..model import Counters, Figures, Histogram, MinuteFigures, reported_fields
 from .analysis import analyze
 
 MINUTE_MS = 60_000
@@ -76,6 +76,7 @@ class SeriesWindow:
     def __init__(self, window_minutes: int) -> None:
         self.window_minutes = window_minutes
         self.minutes: dict[int, MinuteFigures] = {}
+        self._reported: dict[int, frozenset[str]] = {}  # by minute key: the fields the minute reports
         self.newest_key: int | None = None
         self._streams = {name: HistogramStream() for name in HISTOGRAMS}
         self.counters = Counters()
@@ -94,9 +95,10 @@ class SeriesWindow:
             if any(h is not getattr(raw, name) for name, h in told.items()):  # else per minute already: as it came
                 figures = replace(raw, **told)
         self.minutes[minute_key] = figures
+        self._reported[minute_key] = reported_fields(figures)
         self.newest_key = minute_key if self.newest_key is None else max(self.newest_key, minute_key)
         for key in [k for k in self.minutes if k <= self.newest_key - self.window_minutes]:
-            del self.minutes[key]
+            del self.minutes[key], self._reported[key]
         self.counters = _advance(self.counters, figures)
         self._version += 1
         return True
@@ -106,7 +108,8 @@ class SeriesWindow:
         a poll that finds no new minute costs no analysis."""
         cached = self._analysed
         if cached is None or cached[0] != self._version or cached[1] != capacity:
-            cached = self._analysed = (self._version, capacity, analyze(self.in_window(), capacity))
+            reported = frozenset().union(*self._reported.values())
+            cached = self._analysed = (self._version, capacity, analyze(self.in_window(), capacity, reported))
         return cached[2]
 
     def per_minute(self, capacity: float | None) -> PerMinute:
