@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import threading
+import weakref
 
 import pytest
 import requests
@@ -146,3 +148,16 @@ def test_the_json_api_is_serialised_once_per_snapshot_and_gzipped_on_request(ser
     poller.poll()
     assert json.loads(requests.get(f"{url}/api/v1/endpoints", timeout=10).content)["completed_at"] is not None
     assert calls[0] == 2
+
+
+def test_the_json_api_does_not_keep_an_old_snapshot_alive(served):
+    """A snapshot replaced by a newer one is freed even when the JSON API served it last: held, it kept its
+    endpoints' minutes alive after they left the windows."""
+    poller, _, _, url = served
+    assert requests.get(f"{url}/api/v1/endpoints", timeout=10).status_code == 200
+    served_last = weakref.ref(poller.snapshot)
+    poller.poll()
+    gc.collect()
+    assert served_last() is None
+    # ... and the next request renders the new snapshot, not the cached body of the old one.
+    assert requests.get(f"{url}/api/v1/endpoints", timeout=10).json()["completed_at"] == poller.snapshot.completed_at_s
