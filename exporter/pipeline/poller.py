@@ -309,7 +309,8 @@ class Poller:
     def _analyse_fetched(self) -> None:
         """Ingest, analyse and publish the endpoints fetched since the last call, one after the other.
         In batches, the analysis code stays hot in the CPU's caches, instead of taking turns with the event
-        loop and the sockets after every fetch: measured, about 10 % less CPU per poll (docs/performance.md)."""
+        loop and the sockets after every fetch (docs/performance.md: a few percent less CPU per poll, within the
+        noise of the machine it was measured on)."""
         fetched, self._fetched = self._fetched, []
         for state, observed, started in fetched:
             if observed is not None:
