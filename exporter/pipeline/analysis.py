@@ -137,7 +137,23 @@ def checks(figures: Figures, targets: dict[str, float | None]) -> tuple[Check, .
         "tpot_p99": figures.tpot_p99,
         "kv_cache_utilization": figures.kv_cache_ratio,
     }
-    return tuple(Check(name, values[name], targets.get(name)) for name in CHECKS)
+    found = []
+    for name in CHECKS:
+        value, target = values[name], targets.get(name)
+        if value is None:  # most checks of most endpoints (no GPU, no LLM figures): one shared, immutable Check
+            key = (name, target)
+            check = _NO_VALUE.get(key)
+            if check is None:
+                if len(_NO_VALUE) >= 1024:
+                    _NO_VALUE.clear()
+                check = _NO_VALUE[key] = Check(name, None, target)
+            found.append(check)
+        else:
+            found.append(Check(name, value, target))
+    return tuple(found)
+
+
+_NO_VALUE: dict[tuple[str, float | None], Check] = {}  # (check name, target) -> Check without a value
 
 
 def _total(rows: Sequence[MinuteFigures], field: str) -> float | None:

@@ -732,6 +732,7 @@ class RuleState:
     missed: int = 0  # ... where it did not
     since_s: float | None = None  # set while active
     detail: str = ""
+    hint: Hint | None = field(default=None, compare=False, repr=False)  # the last one built: reused while unchanged
 
     def advance(self, detail: str | None, fire_after: int, clear_after: int, now_s: float) -> None:
         """One evaluation with new data: `detail` when the condition holds, else None. The hint fires after
@@ -763,24 +764,43 @@ def evaluate(settings: Remediation, info: EndpointInfo, figures: Figures, checks
         memory.last_minute_ms = figures.latest_minute_ms
     thresholds, disabled = settings.for_endpoint(info)
     ctx = Context(info, figures, {c.name: c for c in checks}, targets, thresholds, replicas=replicas)
-    self_hosted = info.platform == SELF_HOSTED
+    applied, skipped = _plan(settings, disabled, info.platform == SELF_HOSTED)
     states, active = memory.rules, []
-    for rule in RULES:
+    for rule_id in skipped:  # a rule switched off for this endpoint forgets its state
+        state = states.get(rule_id)
+        if state is not None and (state.held or state.missed or state.since_s is not None):
+            states[rule_id] = RuleState()
+    clear_after = settings.clear_after_polls
+    for rule, fire_after, uses_metrics, needs_config in applied:
         state = states.get(rule.id)
         if state is None:
             state = states[rule.id] = RuleState()
-        if rule.id in disabled or (rule.managed_only and self_hosted):
-            if state.held or state.missed or state.since_s is not None:
-                states[rule.id] = RuleState()
-            continue
-        fresh = (new_minute or not rule.uses_metrics) and (config_fresh or not rule.needs_config)
-        if fresh:  # else no new data: nothing changes
-            state.advance(rule.detail(ctx) if _present(rule, ctx) else None,
-                          settings.sustained_polls if rule.sustained else settings.fire_after_polls,
-                          settings.clear_after_polls, now_s)
+        if (new_minute or not uses_metrics) and (config_fresh or not needs_config):  # else no new data
+            state.advance(rule.detail(ctx) if _present(rule, ctx) else None, fire_after, clear_after, now_s)
         if state.since_s is not None:
-            active.append(Hint(rule.id, rule.severity, rule.summary, state.detail, state.since_s))
+            hint = state.hint
+            if hint is None or hint.detail != state.detail or hint.since_s != state.since_s:
+                hint = state.hint = Hint(rule.id, rule.severity, rule.summary, state.detail, state.since_s)
+            active.append(hint)
     return tuple(active)
+
+
+# (fire_after_polls, sustained_polls, the rule table, disabled ids, self-hosted) -> the rules that apply, each with
+# its fire-after count, and the ids of those that do not. The same few combinations serve every endpoint and poll.
+_PLANS: dict[tuple, tuple[tuple[tuple[Rule, int, bool, bool], ...], tuple[str, ...]]] = {}
+
+
+def _plan(settings: Remediation, disabled: frozenset[str], self_hosted: bool):  # type: ignore[no-untyped-def]
+    key = (settings.fire_after_polls, settings.sustained_polls, id(RULES), disabled, self_hosted)
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= 256:
+            _PLANS.clear()
+        skipped = tuple(r.id for r in RULES if r.id in disabled or (r.managed_only and self_hosted))
+        applied = tuple((r, settings.sustained_polls if r.sustained else settings.fire_after_polls,
+                         r.uses_metrics, r.needs_config) for r in RULES if r.id not in skipped)
+        plan = _PLANS[key] = (applied, skipped)
+    return plan
 
 
 def conditions_now(settings: Remediation, info: EndpointInfo, figures: Figures, checks: tuple[Check, ...],
