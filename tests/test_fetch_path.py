@@ -7,6 +7,7 @@ workers do not starve the healthy ones; and every call is counted.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import random
@@ -20,11 +21,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
+import uvloop
 
 from exporter.config import load_settings
 from exporter.pipeline.poller import Poller
 from exporter.sources.base import ApiUsage, FetchError
 from exporter.sources.databricks import DatabricksSource
+from exporter.sources import http as http_module
 from exporter.sources.http import HttpClient
 
 BODY = (b"# TYPE request_count_total gauge\nrequest_count_total 60\n"
@@ -136,6 +139,25 @@ def server() -> Iterator[Server]:
     srv.thread.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(autouse=True, params=["uvloop", "asyncio"])
+def event_loop_kind(request, monkeypatch) -> str:
+    """Every test here on both loops the client can run on: uvloop's, and asyncio's own where uvloop is not
+    installed (Windows). Their protocol callbacks differ in detail (uvloop binds data_received once)."""
+    if request.param == "asyncio":
+        monkeypatch.setattr(http_module, "new_event_loop", asyncio.new_event_loop)
+    return request.param
+
+
+def test_the_client_runs_on_the_loop_it_was_given(event_loop_kind):
+    http = HttpClient(ApiUsage(), pool_size=1, user_agent="test")
+    try:
+        expected = uvloop.Loop if event_loop_kind == "uvloop" else asyncio.BaseEventLoop
+        assert isinstance(http.loop, expected)
+        assert isinstance(http.loop, uvloop.Loop) == (event_loop_kind == "uvloop")
+    finally:
+        http.close()
 
 
 @pytest.fixture
