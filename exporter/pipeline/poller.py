@@ -38,7 +38,7 @@ from ..model import Counters, EndpointInfo, EndpointReport, Figures, PollStatus,
 from ..sources import FetchError, Observation, Source
 from ..threads import started_pool
 from .analysis import checks
-from .rules import HintMemory, evaluate, recommend
+from .rules import HintMemory, advise
 from .selection import shard_of
 from .window import SeriesWindow, minute_key_of
 
@@ -437,10 +437,9 @@ class Poller:
 
         endpoint = series(None, state.window(None))
         entities = tuple(series(e, w) for e, w in sorted(state.windows.items(), key=lambda kv: kv[0] or "") if e is not None)
-        hints = evaluate(self.settings.remediation, info, endpoint.figures, endpoint.checks, targets, state.hints,
-                         metrics_fresh=state.status.up, config_fresh=state.config_fresh and info.detailed,
-                         now_s=self.clock(), replicas=state.replicas)
-        advice = recommend(self.settings.remediation, info, endpoint.figures, endpoint.checks, targets, state.replicas)
+        hints, advice = advise(self.settings.remediation, info, endpoint.figures, endpoint.checks, targets, state.hints,
+                               metrics_fresh=state.status.up, config_fresh=state.config_fresh and info.detailed,
+                               now_s=self.clock(), replicas=state.replicas)
         return EndpointReport(self._capped(info), endpoint, entities, state.status, hints, advice, state.replicas)
 
     def _capped(self, info: EndpointInfo) -> EndpointInfo:

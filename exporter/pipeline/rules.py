@@ -755,16 +755,38 @@ class HintMemory:
     last_minute_ms: int | None = None
 
 
+def advise(settings: Remediation, info: EndpointInfo, figures: Figures, checks: tuple[Check, ...],
+           targets: dict[str, float | None], memory: HintMemory, *, metrics_fresh: bool, config_fresh: bool,
+           now_s: float, replicas: tuple[Replica, ...] = ()) -> tuple[tuple[Hint, ...], Recommendation | None]:
+    """`evaluate` and `recommend` together, over one Context (the poller's step for every endpoint and poll)."""
+    ctx, disabled = _context(settings, info, figures, checks, targets, replicas)
+    hints = _evaluate(settings, ctx, disabled, memory, metrics_fresh=metrics_fresh, config_fresh=config_fresh,
+                      now_s=now_s)
+    return hints, _recommend(ctx)
+
+
 def evaluate(settings: Remediation, info: EndpointInfo, figures: Figures, checks: tuple[Check, ...],
              targets: dict[str, float | None], memory: HintMemory, *, metrics_fresh: bool,
              config_fresh: bool, now_s: float, replicas: tuple[Replica, ...] = ()) -> tuple[Hint, ...]:
     """Advance every rule's hysteresis by one poll and return the active hints."""
+    ctx, disabled = _context(settings, info, figures, checks, targets, replicas)
+    return _evaluate(settings, ctx, disabled, memory, metrics_fresh=metrics_fresh, config_fresh=config_fresh,
+                     now_s=now_s)
+
+
+def _context(settings: Remediation, info: EndpointInfo, figures: Figures, checks: tuple[Check, ...],
+             targets: dict[str, float | None], replicas: tuple[Replica, ...]) -> tuple[Context, frozenset[str]]:
+    thresholds, disabled = settings.for_endpoint(info)
+    return Context(info, figures, {c.name: c for c in checks}, targets, thresholds, replicas=replicas), disabled
+
+
+def _evaluate(settings: Remediation, ctx: Context, disabled: frozenset[str], memory: HintMemory, *,
+              metrics_fresh: bool, config_fresh: bool, now_s: float) -> tuple[Hint, ...]:
+    figures = ctx.figures
     new_minute = metrics_fresh and figures.latest_minute_ms is not None and figures.latest_minute_ms != memory.last_minute_ms
     if new_minute:
         memory.last_minute_ms = figures.latest_minute_ms
-    thresholds, disabled = settings.for_endpoint(info)
-    ctx = Context(info, figures, {c.name: c for c in checks}, targets, thresholds, replicas=replicas)
-    applied, skipped = _plan(settings, disabled, info.platform == SELF_HOSTED)
+    applied, skipped = _plan(settings, disabled, ctx.self_hosted)
     states, active = memory.rules, []
     for rule_id in skipped:  # a rule switched off for this endpoint forgets its state
         state = states.get(rule_id)
@@ -821,8 +843,11 @@ def recommend(settings: Remediation, info: EndpointInfo, figures: Figures, check
               targets: dict[str, float | None], replicas: tuple[Replica, ...] = ()) -> Recommendation | None:
     """Provisioned concurrency the window supports: min for the quietest minute, max for the busiest. Self-hosted
     endpoints: replicas, from the per-replica concurrency (None while it is unknown)."""
-    thresholds, _ = settings.for_endpoint(info)
-    ctx = Context(info, figures, {c.name: c for c in checks}, targets, thresholds, replicas=replicas)
+    return _recommend(_context(settings, info, figures, checks, targets, replicas)[0])
+
+
+def _recommend(ctx: Context) -> Recommendation | None:
+    figures, thresholds = ctx.figures, ctx.t
     base, peak = ctx.need(figures.qps_min), ctx.need(figures.qps_max)
     if base is None or peak is None:
         return None
