@@ -3,9 +3,11 @@
 Each candidate fetches every simulated endpoint's /metrics once per round, `--concurrency` at a time,
 from the same simulator (its own process, adding `--rtt-ms` per call). Printed: process CPU and wall per
 round and per call. Candidates whose package is not installed are skipped (aiohttp, httpx are not
-dependencies of the exporter; install them to compare). The last is the exporter's own client
+dependencies of the exporter; install them to compare). Then the exporter's own client
 (exporter/sources/http.py: pooled keep-alive asyncio connections, httptools' C parser), which runs on
-its own loop thread: its CPU is the whole process's, as for the others.
+its own loop thread: its CPU is the whole process's, as for the others. Last, the floor: a bare
+protocol on the same loop that only writes prebuilt requests and parses the answers, so the client's
+own per-call cost (deadline, pool, caps, retries, counting) shows as the difference.
 
     python bench/http_candidates.py [--endpoints 1000] [--concurrency 16] [--rounds 3] [--rtt-ms 20]
 """
@@ -82,6 +84,68 @@ def exporter_client(urls: list[str], concurrency: int) -> None:
 _exporter = None
 
 
+def bare_protocol(urls: list[str], concurrency: int) -> None:
+    """The floor for one loop: `concurrency` keep-alive connections, each writing a prebuilt request and parsing
+    the answer with httptools; no deadline, retries, pool bookkeeping, decompression, caps or counting. What
+    the exporter's client costs above this is its own per-call work. On the exporter's loop (uvloop's)."""
+    import httptools
+
+    from exporter.sources.http import new_event_loop
+
+    class Conn(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.parser = httptools.HttpResponseParser(self)
+            self.chunks: list[bytes] = []
+            self.done: asyncio.Future | None = None
+
+        def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.parser.feed_data(data)
+
+        def on_body(self, body: bytes) -> None:
+            self.chunks.append(body)
+
+        def on_message_complete(self) -> None:
+            self.done.set_result(b"".join(self.chunks))  # type: ignore[union-attr]
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.done is not None and not self.done.done():
+                self.done.set_exception(ConnectionError("closed"))
+
+    host, port = urls[0].split("//")[1].split("/")[0].split(":")
+    head = "".join(f"{k}: {v}\r\n" for k, v in HEADERS.items())
+    requests_ = [f"GET /{u.split('/', 3)[3]} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}\r\n".encode() for u in urls]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        pending = iter(requests_)
+
+        async def worker() -> None:
+            conn = None
+            for request in pending:
+                for _ in range(3):  # a connection the server closed: once more on a new one
+                    if conn is None or conn.transport.is_closing():
+                        _, conn = await loop.create_connection(Conn, host, int(port))
+                    conn.chunks, conn.done = [], loop.create_future()
+                    conn.transport.write(request)
+                    try:
+                        body = await conn.done
+                        break
+                    except ConnectionError:
+                        conn = None
+                assert body.startswith(b"# HELP"), body[:80]
+            if conn is not None:
+                conn.transport.close()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
 def httpx_loop(urls: list[str], concurrency: int) -> None:
     import httpx
 
@@ -96,7 +160,7 @@ def httpx_loop(urls: list[str], concurrency: int) -> None:
 
 CANDIDATES = {"requests (the SDK's stack)": requests_session, "urllib3 PoolManager, threads": urllib3_pool,
               "aiohttp, one event loop": aiohttp_loop, "httpx async, one event loop": httpx_loop,
-              "exporter: asyncio + httptools": exporter_client}
+              "exporter: asyncio + httptools": exporter_client, "bare protocol (the floor)": bare_protocol}
 
 
 def main() -> None:
