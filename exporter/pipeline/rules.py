@@ -807,12 +807,14 @@ def _evaluate(settings: Remediation, ctx: Context, disabled: frozenset[str], mem
     return tuple(active)
 
 
-# (fire_after_polls, sustained_polls, the rule table, disabled ids, self-hosted) -> the rules that apply, each with
-# its fire-after count, and the ids of those that do not. The same few combinations serve every endpoint and poll.
-_PLANS: dict[tuple, tuple[tuple[tuple[Rule, int, bool, bool], ...], tuple[str, ...]]] = {}
+# The rules that apply, each with its fire-after count and what it reads (metrics, configuration), and the ids of
+# those that do not; by (fire_after_polls, sustained_polls, the rule table, disabled ids, self-hosted). The same few
+# combinations serve every endpoint and poll.
+_Plan = tuple[tuple[tuple[Rule, int, bool, bool], ...], tuple[str, ...]]
+_PLANS: dict[tuple, _Plan] = {}
 
 
-def _plan(settings: Remediation, disabled: frozenset[str], self_hosted: bool):  # type: ignore[no-untyped-def]
+def _plan(settings: Remediation, disabled: frozenset[str], self_hosted: bool) -> _Plan:
     key = (settings.fire_after_polls, settings.sustained_polls, id(RULES), disabled, self_hosted)
     plan = _PLANS.get(key)
     if plan is None:
@@ -828,8 +830,7 @@ def _plan(settings: Remediation, disabled: frozenset[str], self_hosted: bool):  
 def conditions_now(settings: Remediation, info: EndpointInfo, figures: Figures, checks: tuple[Check, ...],
                    targets: dict[str, float | None], replicas: tuple[Replica, ...] = ()) -> tuple[tuple[Rule, str], ...]:
     """Rules whose condition holds on these figures, without hysteresis (for one-shot commands)."""
-    thresholds, disabled = settings.for_endpoint(info)
-    ctx = Context(info, figures, {c.name: c for c in checks}, targets, thresholds, replicas=replicas)
+    ctx, disabled = _context(settings, info, figures, checks, targets, replicas)
     found = []
     for rule in RULES:
         if rule.id not in disabled and rule.applies(info) and _present(rule, ctx):

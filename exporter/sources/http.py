@@ -9,9 +9,10 @@ prebuilt request written to a pooled connection and one answer parsed in C; TLS 
 the CA bundle requests would use; HTTP(S)_PROXY/NO_PROXY are honoured as requests honours them
 (absolute-form requests through an http proxy, a CONNECT tunnel for https).
 
-The loop is uvloop's (libuv, as uvicorn uses it) where it is installed, asyncio's own otherwise: on
-the benchmark uvloop's loop costs about 5 % less CPU per endpoint. The poller runs its fetches as
-coroutines on the client's loop (`fetch`), so a poll has no thread hand-off per call; `get` is the same for a caller on another thread, blocking that thread only.
+The loop is uvloop's (libuv, as uvicorn uses it) where it is installed, asyncio's own otherwise: a
+poll on uvloop's costs about 3 % fewer instructions per endpoint (docs/performance.md). The poller
+runs its fetches as coroutines on the client's loop (`fetch`), so a poll has no thread hand-off per
+call; `get` is the same for a caller on another thread, blocking that thread only.
 
 Every call is bounded as a whole: one deadline covers connecting, the headers and the whole
 body, so a server that trickles a byte at a time is cut at the request timeout, not at the
